@@ -1,0 +1,79 @@
+"""Swin/HAT window machinery: partition/reverse, relative position index, shift mask, and
+window self-attention with a relative position bias table (torch names: `relative_position_bias_table`,
+`qkv`, `proj`)."""
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from csr_jax.layers.conv import Linear
+from csr_jax.layers.init import trunc_normal
+
+
+def window_partition(x, ws: int):
+  """[B, H, W, C] -> [B * nW, ws, ws, C] in HAT's row-major window order."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // ws, ws, w // ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(-1, ws, ws, c)
+
+
+def window_reverse(windows, ws: int, h: int, w: int):
+  """Inverse of window_partition."""
+  c = windows.shape[-1]
+  b = windows.shape[0] // ((h // ws) * (w // ws))
+  x = windows.reshape(b, h // ws, w // ws, ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h, w, c)
+
+
+def relative_position_index(ws: int) -> np.ndarray:
+  """HAT `calculate_rpi_sa`: int64 [ws*ws, ws*ws] indices into a (2ws-1)^2 table."""
+  coords = np.stack(np.meshgrid(np.arange(ws), np.arange(ws), indexing="ij")).reshape(2, -1)
+  rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0) + (ws - 1)
+  return (rel[..., 0] * (2 * ws - 1) + rel[..., 1]).astype(np.int64)
+
+
+def shift_attention_mask(h: int, w: int, ws: int, shift: int) -> np.ndarray:
+  """SW-MSA mask [nW, ws*ws, ws*ws] with 0 / -100 entries (HAT `calculate_mask`)."""
+  img = np.zeros((1, h, w, 1), np.float32)
+  cnt = 0
+  for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+    for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+      img[:, hs, wsl, :] = cnt
+      cnt += 1
+  mw = np.asarray(window_partition(img, ws)).reshape(-1, ws * ws)
+  diff = mw[:, None, :] - mw[:, :, None]
+  return np.where(diff != 0, -100.0, 0.0).astype(np.float32)
+
+
+class WindowAttention(nnx.Module):
+  """HAT/Swin `WindowAttention`: multi-head self-attention inside ws x ws windows.
+
+  Call with tokens [B*nW, N, C], the relative position index [N, N] and an optional additive
+  mask [nW, N, N].
+  """
+
+  def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True, *,
+               rngs: nnx.Rngs):
+    self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
+    self.scale = (dim // num_heads) ** -0.5
+    self.relative_position_bias_table = nnx.Param(
+        trunc_normal(rngs.params(), ((2 * window_size - 1) ** 2, num_heads)))
+    self.qkv = Linear(dim, dim * 3, bias=qkv_bias, rngs=rngs)
+    self.proj = Linear(dim, dim, rngs=rngs)
+
+  def __call__(self, x, rpi, mask=None):
+    b_, n, c = x.shape
+    h = self.num_heads
+    qkv = self.qkv(x).reshape(b_, n, 3, h, c // h).transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
+    attn = q @ jnp.swapaxes(k, -2, -1)
+    bias = self.relative_position_bias_table[...][jnp.asarray(rpi).reshape(-1)]
+    attn = attn + bias.reshape(n, n, h).transpose(2, 0, 1)[None]
+    if mask is not None:
+      nw = mask.shape[0]
+      attn = attn.reshape(b_ // nw, nw, h, n, n) + jnp.asarray(mask)[None, :, None]
+      attn = attn.reshape(b_, h, n, n)
+    attn = jax.nn.softmax(attn, axis=-1)
+    out = (attn @ v).transpose(0, 2, 1, 3).reshape(b_, n, c)
+    return self.proj(out)
