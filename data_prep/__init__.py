@@ -1,0 +1,1 @@
+"""The prep step: HR folder -> MATLAB bicubic LR -> codec -> TFRecord shards (PyTorch side)."""

@@ -1,0 +1,334 @@
+"""Codec registry: each codec really encodes an 8-bit RGB image and decodes the bitstream.
+
+`make_codec(name, options)(img, quality)` returns the decoded uint8 HWC image and the bitstream
+size in bits; bpp is bits / (H * W) of the coded (LR) image. Names and task ids live in
+`csr_jax.data.tasks`.
+"""
+
+import dataclasses
+import io
+import math
+import os
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from csr_jax.data import tasks
+from data_prep import yuv
+
+
+class Coded(NamedTuple):
+  image: np.ndarray  # decoded uint8 HWC, same size as the input
+  bits: float  # bitstream size; NaN when an external codec does not expose its bitstream
+
+
+class CodecUnavailable(RuntimeError):
+  """The codec cannot run here (missing binary or weights); the message says what to pass."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecOptions:
+  hm_encoder: str | None = None
+  hm_decoder: str | None = None
+  hm_config: str | None = None
+  vtm_encoder: str | None = None
+  vtm_decoder: str | None = None
+  vtm_config: str | None = None
+  weights_dir: str | None = None
+  untrained: bool = False  # random compressai weights: plumbing tests only
+  external: tuple[tuple[str, str], ...] = ()  # (name, command template)
+  full_range: bool = True
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+  return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def _check(img: np.ndarray):
+  if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+    raise ValueError(f"codec input must be uint8 HxWx3, got {img.dtype} {img.shape}")
+
+
+class PillowCodec:
+  """JPEG (libjpeg tables, 4:2:0) or lossy WebP (method 4) through Pillow."""
+
+  def __init__(self, fmt: str):
+    self.fmt = fmt
+
+  def describe(self) -> str:
+    return f"Pillow {Image.__version__} {self.fmt}"
+
+  def __call__(self, img, quality):
+    _check(img)
+    buf = io.BytesIO()
+    kw = {"quality": int(quality)}
+    if self.fmt == "WEBP":
+      kw["method"] = 4
+    Image.fromarray(img).save(buf, self.fmt, **kw)
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as im:
+      out = np.asarray(im.convert("RGB"))
+    return Coded(out, 8.0 * len(data))
+
+
+class X265Codec:
+  """HEVC all-intra at a fixed QP with libx265 in PyAV; our own BT.601 4:2:0 conversion."""
+
+  def __init__(self, full_range: bool = True):
+    self.full_range = full_range
+
+  def describe(self) -> str:
+    import av  # pylint: disable=g-import-not-at-top
+    return f"x265 via PyAV {av.__version__} (FFmpeg libx265), all-intra, 8-bit 4:2:0"
+
+  def __call__(self, img, quality):
+    import av  # pylint: disable=g-import-not-at-top
+    _check(img)
+    h, w = img.shape[:2]
+    padded = yuv.pad_to_multiple(img, 2)
+    ph, pw = padded.shape[:2]
+    planes = yuv.rgb_to_yuv420(padded, self.full_range)
+    frame = av.VideoFrame.from_ndarray(
+        np.concatenate([planes[0].reshape(-1), planes[1].reshape(-1), planes[2].reshape(-1)]
+                       ).reshape(ph * 3 // 2, pw), format="yuv420p")
+    buf = io.BytesIO()
+    rng = "full" if self.full_range else "limited"
+    with av.open(buf, "w", format="hevc") as out:
+      s = out.add_stream("libx265", rate=1)
+      s.width, s.height, s.pix_fmt = pw, ph, "yuv420p"
+      s.options = {"x265-params": f"qp={int(quality)}:keyint=1:min-keyint=1:no-scenecut=1:"
+                                  f"info=0:log-level=error:frame-threads=1:pools=1:range={rng}"}
+      for p in s.encode(frame):
+        out.mux(p)
+      for p in s.encode():
+        out.mux(p)
+    data = buf.getvalue()
+    with av.open(io.BytesIO(data), "r", format="hevc") as c:
+      dec = next(c.decode(video=0)).to_ndarray().reshape(-1)
+    n = ph * pw
+    y = dec[:n].reshape(ph, pw)
+    cb = dec[n:n + n // 4].reshape(ph // 2, pw // 2)
+    cr = dec[n + n // 4:n + n // 2].reshape(ph // 2, pw // 2)
+    return Coded(yuv.yuv420_to_rgb(y, cb, cr, self.full_range)[:h, :w], 8.0 * len(data))
+
+
+def reference_argv(encoder, decoder, config, yuv_in, bitstream, yuv_out, h, w, qp):
+  """argv lists for HM (TAppEncoder/TAppDecoder) or VTM (EncoderApp/DecoderApp), all-intra."""
+  enc = [str(encoder)] + (["-c", str(config)] if config else []) + [
+      "-i", str(yuv_in), "-b", str(bitstream), f"--SourceWidth={w}", f"--SourceHeight={h}",
+      "--InputBitDepth=8", "--OutputBitDepth=8", "--InternalBitDepth=8",
+      "--InputChromaFormat=420", "--FrameRate=1", "--FramesToBeEncoded=1", f"--QP={qp}",
+      "--IntraPeriod=1", "--ConformanceWindowMode=1"]
+  dec = [str(decoder), "-b", str(bitstream), "-o", str(yuv_out), "-d", "8"]
+  return enc, dec
+
+
+def _run(argv, what):
+  r = subprocess.run(argv, capture_output=True, text=True, check=False)
+  if r.returncode != 0:
+    tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["(no output)"]
+    raise RuntimeError(f"{what}: {argv[0]} exited with {r.returncode}: {tail[0]}")
+
+
+class ReferenceCodec:
+  """HM or VTM binaries on raw 8-bit 4:2:0 YUV files in a temporary folder."""
+
+  def __init__(self, label, encoder, decoder, config=None, full_range=True):
+    for p in (encoder, decoder):
+      if not (Path(p).is_file() and os.access(p, os.X_OK)):
+        raise CodecUnavailable(f"{label}: {p} is not an executable file")
+    self.label, self.encoder, self.decoder, self.config = label, encoder, decoder, config
+    self.full_range = full_range
+
+  def describe(self) -> str:
+    return f"{self.label} reference {Path(self.encoder).name}/{Path(self.decoder).name}, all-intra"
+
+  def __call__(self, img, quality):
+    _check(img)
+    h, w = img.shape[:2]
+    padded = yuv.pad_to_multiple(img, 2)
+    ph, pw = padded.shape[:2]
+    with tempfile.TemporaryDirectory(prefix="csr_ref_") as d:
+      d = Path(d)
+      yuv.write_yuv(d / "in.yuv", yuv.rgb_to_yuv420(padded, self.full_range))
+      enc, dec = reference_argv(self.encoder, self.decoder, self.config, d / "in.yuv",
+                                d / "out.bin", d / "rec.yuv", ph, pw, int(quality))
+      _run(enc, f"{self.label} encode")
+      _run(dec, f"{self.label} decode")
+      bits = 8.0 * (d / "out.bin").stat().st_size
+      planes = yuv.read_yuv(d / "rec.yuv", ph, pw)
+    return Coded(yuv.yuv420_to_rgb(*planes, self.full_range)[:h, :w], bits)
+
+
+class CompressAICodec:
+  """compressai Cheng2020 (anchor/attn, mse/ms-ssim): real compress/decompress, ANS coder."""
+
+  def __init__(self, name, weights_dir=None, untrained=False):
+    _, arch, metric = name.split("-", 2)
+    self.name, self.arch, self.metric = name, f"cheng2020-{arch}", metric
+    self.weights_dir, self.untrained = weights_dir, untrained
+    self._nets = {}
+
+  def describe(self) -> str:
+    from data_prep import torchvision_stub  # pylint: disable=g-import-not-at-top
+    cai = torchvision_stub.import_compressai()
+    kind = "untrained (random) weights" if self.untrained else "pretrained weights"
+    return f"compressai {cai.__version__} {self.arch} {self.metric}, {kind}"
+
+  def weight_file(self, quality: int) -> Path:
+    """The local weights for `quality`, or CodecUnavailable naming the file to provide."""
+    from data_prep import torchvision_stub  # pylint: disable=g-import-not-at-top
+    torchvision_stub.install()
+    from compressai.zoo import image as zoo  # pylint: disable=g-import-not-at-top
+    try:
+      url = zoo.model_urls[self.arch][self.metric][int(quality)]
+    except KeyError:
+      raise CodecUnavailable(f"{self.name}: no zoo weights for quality {quality} (1-6)") from None
+    zoo_name = url.rsplit("/", 1)[1]
+    import torch  # pylint: disable=g-import-not-at-top
+    dirs = ([Path(self.weights_dir)] if self.weights_dir else []) + [
+        Path(torch.hub.get_dir()) / "checkpoints"]
+    names = [zoo_name, f"{self.name}-{quality}.pth", f"{self.name}-{quality}.pth.tar"]
+    for d in dirs:
+      for n in names:
+        if (d / n).is_file():
+          return d / n
+    where = self.weights_dir or "--weights_dir (unset)"
+    raise CodecUnavailable(
+        f"{self.name} q{quality}: weights not found offline; put {zoo_name} (from {url}) or "
+        f"{names[1]} in {where}, or pass --untrained_learned for random weights")
+
+  def _net(self, quality: int):
+    if quality in self._nets:
+      return self._nets[quality]
+    import torch  # pylint: disable=g-import-not-at-top
+    from data_prep import torchvision_stub  # pylint: disable=g-import-not-at-top
+    torchvision_stub.install()
+    from compressai import zoo  # pylint: disable=g-import-not-at-top
+    from compressai.zoo.pretrained import load_pretrained  # pylint: disable=g-import-not-at-top
+    build = zoo.cheng2020_anchor if self.arch.endswith("anchor") else zoo.cheng2020_attn
+    if self.untrained:
+      torch.manual_seed(int(quality))
+      net = build(quality=int(quality), metric=self.metric, pretrained=False)
+    else:
+      path = self.weight_file(quality)
+      sd = torch.load(path, map_location="cpu", weights_only=True)
+      if isinstance(sd, dict) and "state_dict" in sd:
+        sd = sd["state_dict"]
+      if not isinstance(sd, dict):
+        raise ValueError(f"{path}: not a state_dict")
+      net = type(build(quality=int(quality), metric=self.metric)).from_state_dict(
+          load_pretrained(sd))
+    net.eval().update(force=True)
+    self._nets[quality] = net
+    return net
+
+  def compress(self, img, quality):
+    """(strings, shape, padding) of compressai's compress on the zero-padded image."""
+    import torch  # pylint: disable=g-import-not-at-top
+    import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+    _check(img)
+    h, w = img.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
+    ph, pw = -h % 64, -w % 64
+    pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)  # as compressai's examples: centred
+    with torch.no_grad():
+      out = self._net(quality).compress(F.pad(x, pad, mode="constant", value=0))
+    return out["strings"], out["shape"], pad
+
+  def __call__(self, img, quality):
+    import torch  # pylint: disable=g-import-not-at-top
+    h, w = img.shape[:2]
+    strings, shape, (l, _, t, _) = self.compress(img, quality)
+    with torch.no_grad():
+      x_hat = self._net(quality).decompress(strings, shape)["x_hat"]
+    x_hat = x_hat[0, :, t:t + h, l:l + w].clamp(0, 1).permute(1, 2, 0).numpy()
+    bits = 8.0 * sum(len(s) for group in strings for s in group)
+    return Coded(np.floor(x_hat.astype(np.float64) * 255 + 0.5).astype(np.uint8), bits)
+
+
+class ExternalCodec:
+  """A command template run without a shell; placeholders are replaced inside each argument.
+
+  `{input}` (PNG the command reads), `{output}` (PNG it must write: the decoded image),
+  optional `{bitstream}` (a file it writes; its size gives the bpp, else bpp is NaN) and
+  `{quality}`. HiFiC runs this way (qualities 1/2/3 = low/med/high).
+  """
+
+  def __init__(self, name, template):
+    argv = shlex.split(template)
+    joined = " ".join(argv)
+    if not argv or "{input}" not in joined or "{output}" not in joined:
+      raise ValueError(f"external:{name}: template must contain {{input}} and {{output}}: "
+                       f"{template!r}")
+    self.name, self.argv = name, argv
+
+  def describe(self) -> str:
+    return f"external command {Path(self.argv[0]).name}"
+
+  def __call__(self, img, quality):
+    _check(img)
+    with tempfile.TemporaryDirectory(prefix="csr_ext_") as d:
+      subs = {"{input}": str(Path(d) / "input.png"), "{output}": str(Path(d) / "output.png"),
+              "{bitstream}": str(Path(d) / "bitstream.bin"), "{quality}": str(int(quality))}
+      Image.fromarray(img).save(subs["{input}"])
+      argv = []
+      for a in self.argv:
+        for k, v in subs.items():
+          a = a.replace(k, v)
+        argv.append(a)
+      _run(argv, f"external:{self.name}")
+      out_path, bs = Path(subs["{output}"]), Path(subs["{bitstream}"])
+      if not out_path.is_file():
+        raise RuntimeError(f"external:{self.name}: the command wrote no {{output}} image")
+      with Image.open(out_path) as im:
+        out = np.asarray(im.convert("RGB"))
+      bits = 8.0 * bs.stat().st_size if bs.is_file() else float("nan")
+    if out.shape != img.shape:
+      raise RuntimeError(f"external:{self.name}: decoded size {out.shape} != input {img.shape}")
+    return Coded(out, bits)
+
+
+def make_codec(name: str, options: CodecOptions = CodecOptions()):
+  """The codec object for a codec name; CodecUnavailable if it cannot run here."""
+  fam = tasks.family(name)
+  if fam == "jpeg":
+    return PillowCodec("JPEG")
+  if fam == "webp":
+    return PillowCodec("WEBP")
+  if fam == "hevc":
+    if options.hm_encoder or options.hm_decoder:
+      if not (options.hm_encoder and options.hm_decoder):
+        raise CodecUnavailable("hevc: give both --hm_encoder and --hm_decoder")
+      return ReferenceCodec("HM", options.hm_encoder, options.hm_decoder, options.hm_config,
+                            options.full_range)
+    return X265Codec(options.full_range)
+  if fam == "vvc":
+    if not (options.vtm_encoder and options.vtm_decoder):
+      raise CodecUnavailable("vvc: no VVC encoder installed (VTM EncoderApp/DecoderApp); pass "
+                             "--vtm_encoder and --vtm_decoder")
+    return ReferenceCodec("VTM", options.vtm_encoder, options.vtm_decoder, options.vtm_config,
+                          options.full_range)
+  if fam == "cheng2020":
+    return CompressAICodec(name, options.weights_dir, options.untrained)
+  ext = dict(options.external)
+  short = name[len("external:"):]
+  if short not in ext:
+    raise CodecUnavailable(f"{name}: no command template; pass --external {short}='CMD {{input}} "
+                           "{output} [{bitstream}] [{quality}]'")
+  return ExternalCodec(short, ext[short])
+
+
+def check_available(name: str, qualities, options: CodecOptions):
+  """Fails fast (CodecUnavailable) before any work: binaries, templates, learned weights."""
+  codec = make_codec(name, options)
+  if isinstance(codec, CompressAICodec) and not options.untrained:
+    for q in qualities:
+      codec.weight_file(q)
+  return codec
