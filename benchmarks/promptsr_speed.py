@@ -1,0 +1,86 @@
+"""PromptSR x4 on a 320x180 Kodak crop (-> 1280x720): multiply-adds and forward time.
+
+  .venv/bin/python benchmarks/promptsr_speed.py [--variant x4] [--repeats 3]
+
+Multiply-adds are XLA's cost analysis of the compiled forward (flops / 2: every dot, conv,
+softmax and elementwise op; convs, linears and the FFNs run on the 320x180 tokens, the window
+and anchor attention on their flip-padded 320x192 grids). The script fails unless they are
+within 10 % of the paper's 53.5 G. For comparison it also prints the weight-only part (conv +
+linear MACs from the parameter shapes), which is what module-hook counters report. Times on a
+shared CPU are noisy; they are the median of repeats.
+"""
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from csr_jax import models  # pylint: disable=wrong-import-position
+from csr_jax.convert.core import flat_params  # pylint: disable=wrong-import-position
+from tests.conftest import kodak_crop  # pylint: disable=wrong-import-position
+
+
+PAPER_MACS = 53.5e9
+
+
+def weight_macs(model, h: int, w: int) -> float:
+  """Conv/linear MACs: kernel size x output positions (anchor-side layers run on 1/d^2).
+
+  The GAPL's q/k/v are applied to the anchors (folded), the strided down conv once per anchor;
+  anchor counts use the region-padded grid.
+  """
+  total = 0
+  d, m = model.anchor_down, model.anchor_region or model.anchor_down
+  n = h * w
+  n_anchor = (-(-h // m) * m) * (-(-w // m) * m) // (d * d)
+  for path, k in flat_params(model).items():
+    if not path.endswith("kernel"):
+      continue
+    anchor_side = any(f".gapl.{name}." in path for name in ("down", "a", "q", "k", "v", "kp", "vp"))
+    total += math.prod(k.shape) * (n_anchor if anchor_side else n)
+  return total
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--variant", default="x4")
+  ap.add_argument("--repeats", type=int, default=3)
+  args = ap.parse_args()
+  model = models.create("promptsr", args.variant, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  fwd = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+  x = jnp.asarray(kodak_crop(180, 320, name="kodim23", top=100, left=200))
+  t0 = time.perf_counter()
+  compiled = fwd.lower(state, x).compile()
+  t_compile = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  y = compiled(state, x).block_until_ready()
+  times = []
+  for _ in range(args.repeats):
+    t0 = time.perf_counter()
+    compiled(state, x).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  macs = cost["flops"] / 2
+  print(f"promptsr {args.variant}: params {models.count_params(model):,}; input 1x180x320x3 "
+        f"-> output {tuple(y.shape)}")
+  print(f"  multiply-adds (XLA cost analysis, flops/2): {macs / 1e9:.2f} G "
+        f"(paper: 53.5 G, {100 * (macs / PAPER_MACS - 1):+.1f} %); "
+        f"transcendentals {cost.get('transcendentals', 0) / 1e9:.2f} G")
+  print(f"  weight-only (conv + linear) MACs: {weight_macs(model, 180, 320) / 1e9:.2f} G")
+  print(f"  forward: median {np.median(times):.2f} s over {args.repeats} runs "
+        f"(compile {t_compile:.1f} s) on {jax.devices()[0].device_kind}, "
+        f"{os.cpu_count()} CPU(s); shared machine, noisy")
+  if args.variant == "x4" and abs(macs / PAPER_MACS - 1) > 0.1:
+    raise SystemExit(f"promptsr x4: {macs / 1e9:.2f} G multiply-adds is not within 10 % of 53.5 G")
+
+
+if __name__ == "__main__":
+  main()
