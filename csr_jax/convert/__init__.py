@@ -1,0 +1,114 @@
+"""JAX <-> PyTorch checkpoint conversion, generic over model families.
+
+Each family has `csr_jax/convert/<name>.py` exposing `table(model) -> list[core.Entry]` in the
+official `state_dict()` order; these functions dispatch on the family name:
+
+  sd = to_torch("ucip", model)                      # {torch_key: np.ndarray}, official order
+  model = from_torch("ucip", "middle", "model.pth")  # strict, weights_only=True
+
+Loading is strict in both directions: missing, unexpected and mis-shaped keys are all listed
+in one `ConversionError`.
+"""
+
+import importlib
+import os
+from typing import Mapping
+
+import numpy as np
+
+from csr_jax.convert.core import ConversionError, Entry, flat_params, load_torch_file, path_str
+from csr_jax.convert import core
+
+__all__ = ["ConversionError", "Entry", "table", "to_torch", "from_torch", "load_torch_file",
+           "save_torch_file", "load_flat_params", "flat_params"]
+
+
+def _family(name: str):
+  try:
+    return importlib.import_module(f"csr_jax.convert.{name}")
+  except ModuleNotFoundError as exc:
+    if exc.name != f"csr_jax.convert.{name}":
+      raise
+    raise KeyError(f"no converter for model family {name!r} "
+                   f"(expected csr_jax/convert/{name}.py)") from None
+
+
+def table(name: str, model) -> list[Entry]:
+  """The family's conversion table for this model instance (its depths, options)."""
+  return _family(name).table(model)
+
+
+def to_torch(name: str, model) -> dict[str, np.ndarray]:
+  """Ordered {torch_key: array} equal in names, order and shapes to the official state_dict."""
+  return core.to_torch(table(name, model), model)
+
+
+def _strip_module_prefix(sd: Mapping) -> dict:
+  """DistributedDataParallel saves 'module.'-prefixed keys; accept them when all keys have it."""
+  keys = list(sd)
+  if keys and all(k.startswith("module.") for k in keys):
+    return {k[len("module."):]: v for k, v in sd.items()}
+  return dict(sd)
+
+
+def from_torch(name: str, variant: str, state_dict_or_path, *, container_key: str | None = None,
+               rngs=None, **overrides):
+  """A `name`/`variant` JAX model holding the weights of a torch state_dict or .pth file."""
+  from flax import nnx
+  from csr_jax import models
+
+  source = "state_dict"
+  sd = state_dict_or_path
+  if isinstance(sd, (str, os.PathLike)):
+    source = os.fspath(sd)
+    sd = load_torch_file(sd, container_key)
+  model = models.create(name, variant, rngs=rngs if rngs is not None else nnx.Rngs(0),
+                        **overrides)
+  return core.from_torch(table(name, model), model, _strip_module_prefix(sd), source=source)
+
+
+def load_flat_params(model, flat: Mapping[str, np.ndarray], source: str = "params"):
+  """Strictly assigns {'blocks.0.1.atm.proj.kernel': array} (e.g. from Orbax) into `model`."""
+  import jax.numpy as jnp
+  from flax import nnx
+
+  flat = dict(flat)
+  flat_state = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  missing, bad = [], []
+  for p, var in flat_state:
+    key = path_str(p)
+    if key not in flat:
+      missing.append(key)
+      continue
+    v = flat.pop(key)
+    if tuple(np.shape(v)) != tuple(var[...].shape):
+      bad.append(f"{key}: got {tuple(np.shape(v))}, expected {tuple(var[...].shape)}")
+      continue
+    var[...] = jnp.asarray(v, dtype=var[...].dtype)
+  problems = []
+  if missing:
+    problems.append(f"missing ({len(missing)}): {missing[:20]}")
+  if flat:
+    problems.append(f"unexpected ({len(flat)}): {sorted(flat)[:20]}")
+  if bad:
+    problems.append(f"mis-shaped ({len(bad)}): {bad[:20]}")
+  if problems:
+    raise ConversionError(f"{source}: parameters do not match the model; " + "; ".join(problems))
+  nnx.update(model, nnx.from_flat_state(flat_state))
+  return model
+
+
+def save_torch_file(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+  """torch.save of an ordered {key: array} as CPU tensors; written to a temp file, then renamed."""
+  import torch  # Deferred: only writing .pth files needs torch.
+
+  path = os.fspath(path)
+  tensors = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state_dict.items()}
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    torch.save(tensors, tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
