@@ -3,6 +3,8 @@
 import jax.numpy as jnp
 from flax import nnx
 
+from csr_jax.layers.init import constant
+
 
 def layer_norm(x, scale=None, bias=None, eps: float = 1e-5):
   """Normalise over the last axis; `scale`/`bias` may be None (affine off)."""
@@ -22,8 +24,8 @@ class LayerNorm(nnx.Module):
   def __init__(self, dim: int, eps: float = 1e-5, use_bias: bool = True, *, rngs: nnx.Rngs | None = None):
     del rngs  # Deterministic init (ones/zeros) as in torch.
     self.dim, self.eps = dim, eps
-    self.scale = nnx.Param(jnp.ones((dim,), jnp.float32))
-    self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32)) if use_bias else None
+    self.scale = nnx.Param(constant((dim,), 1.0))
+    self.bias = nnx.Param(constant((dim,), 0.0)) if use_bias else None
 
   def __call__(self, x):
     b = self.bias[...] if self.bias is not None else None

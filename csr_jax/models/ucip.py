@@ -1,0 +1,314 @@
+"""UCIP: universal compressed-image SR with dynamic prompts (ECCV 2024), x4, MLP-like.
+
+Mirrors the official `UCIP_MLP` (`model_ucip.py` in lixinustc/UCIP_MLP_source_code, variant
+`UCIP_Middle`): attribute names, nesting, parameter shapes and init equal the PyTorch ones,
+so parameter paths read like its state_dict keys (`blocks.0.3.atm.atm_h.kernel`,
+`prompts.2.basis_mlp.fc1.kernel`, `conv_before_up.0.kernel`). NHWC; input in [0, 1].
+
+Where the official code is more specific than the paper / DESIGN.md:
+- The input is not mean-normalised; the x4 tail uses nearest x2 twice (no pixel shuffle).
+- `basis_mlp` is the `Mlp` class (`fc1`, GELU, `fc2`), not a Sequential: paths are
+  `basis_mlp.fc1` / `basis_mlp.fc2`.
+- The group residual adds the group input; SPADE follows every block (after the MLP).
+- The prompt bank is initialised U[0, 1) (`torch.rand`), Linear/ATM weights
+  trunc_normal(0.02) with zero bias, convs N(0, sqrt(2 / fan_out)) with zero bias.
+- Only blocks j with `j % intv == 0 and j != depth - 1` own an `offset_layer` and run the
+  group's `pos_blocks` PEG first; the other blocks reuse the latest offsets.
+
+Blind mode (`blind=True`, not in the official code) adds `prompts.i.task_head`
+(Linear C -> num_task) that predicts task weights from the spatially pooled group input;
+their softmax mixes the prompt bank, PromptCIR-style, and task_id is not used.
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from csr_jax.layers.act import gelu, leaky_relu, relu
+from csr_jax.layers.axial import axial_sample
+from csr_jax.layers.conv import Conv2d, Linear
+from csr_jax.layers.norm import LayerNorm, instance_norm
+from csr_jax.layers.resize import upsample_nearest
+
+VARIANTS = {
+    # Official UCIP_Middle: 11,424,291 parameters.
+    "middle": dict(embed_dim=128, p_dim=64, depths=(6, 6, 6, 6, 6, 6), mlp_ratio=4.0,
+                   share_dim=2, intv=2, num_task=6, num_basis=8, num_feat=64),
+    # Same layout, CPU-sized: tests and laptop demos.
+    "small": dict(embed_dim=32, p_dim=16, depths=(2, 2), mlp_ratio=4.0, share_dim=2, intv=2,
+                  num_task=6, num_basis=8, num_feat=32),
+    "tiny": dict(embed_dim=16, p_dim=8, depths=(2,), mlp_ratio=2.0, share_dim=2, intv=2,
+                 num_task=6, num_basis=4, num_feat=16),
+}
+
+
+class _Keys:
+  """Stand-in for nnx.Rngs inside the constructors: draw i is fold_in(key, i).
+
+  Each nnx.Rngs draw writes a Variable, and under eval_shape/jit that write costs time
+  proportional to the trace so far (flax 0.12.8 inspects the tracer's sharding), which made
+  building `middle` quadratic (~30 s of CPU); one draw from the caller's Rngs avoids it.
+  """
+
+  def __init__(self, key):
+    self.key, self.count = key, 0
+
+  def params(self):
+    self.count += 1
+    return jax.random.fold_in(self.key, self.count)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _draw(key, shape, kind: str, scale: float):
+  """One compiled program per (shape, kind): eager init compiles each op per shape."""
+  f32 = jnp.float32  # float32 params even when x64 is enabled
+  if kind == "trunc_normal":  # timm trunc_normal_(std, a=-2, b=2)
+    return jnp.clip(scale * jax.random.normal(key, shape, f32), -2.0, 2.0)
+  if kind == "normal":
+    return scale * jax.random.normal(key, shape, f32)
+  return scale * jax.random.uniform(key, shape, f32)
+
+
+def _zeros(n):
+  return nnx.Param(jnp.asarray(np.zeros((n,), np.float32)))
+
+
+class _Linear(Linear):
+  """nn.Linear with UCIP's _init_weights: trunc_normal(std .02), zero bias."""
+
+  # pylint: disable-next=super-init-not-called
+  def __init__(self, d_in, d_out, keys: _Keys):
+    self.in_features, self.out_features = d_in, d_out
+    self.kernel = nnx.Param(_draw(keys.params(), (d_in, d_out), "trunc_normal", 0.02))
+    self.bias = _zeros(d_out)
+
+
+class _Conv(Conv2d):
+  """nn.Conv2d (stride 1, 'same' padding) with UCIP's _init_weights: N(0, sqrt(2 / fan_out)),
+  fan_out = k * k * c_out / groups, zero bias. Depthwise convs take Conv2d's fast path."""
+
+  # pylint: disable-next=super-init-not-called
+  def __init__(self, c_in, c_out, k, keys: _Keys, groups=1):
+    self.in_channels, self.out_channels, self.groups = c_in, c_out, groups
+    self.kernel_size, self.stride, self.dilation = (k, k), (1, 1), (1, 1)
+    self.padding = (k // 2, k // 2)
+    std = math.sqrt(2.0 / (k * k * c_out // groups))
+    self.kernel = nnx.Param(_draw(keys.params(), (k, k, c_in // groups, c_out), "normal", std))
+    self.bias = _zeros(c_out)
+
+
+class Mlp(nnx.Module):
+  """fc1 -> exact GELU -> fc2 (dropout 0 in UCIP)."""
+
+  def __init__(self, d_in, d_hidden, d_out, *, keys):
+    self.fc1 = _Linear(d_in, d_hidden, keys)
+    self.fc2 = _Linear(d_hidden, d_out, keys)
+
+  def __call__(self, x):
+    return self.fc2(gelu(self.fc1(x)))
+
+
+class SPADE(nnx.Module):
+  """Instance norm (no affine, eps 1e-5) modulated by gamma/beta convs of the prompt."""
+
+  def __init__(self, p_dim, norm_nc, label_nc, *, keys):
+    hidden = p_dim // 2
+    self.mlp_shared = nnx.List([_Conv(label_nc, hidden, 3, keys), None])  # [1] is ReLU
+    self.mlp_gamma = _Conv(hidden, norm_nc, 3, keys)
+    self.mlp_beta = _Conv(hidden, norm_nc, 3, keys)
+
+  def __call__(self, x, prompt):
+    actv = relu(self.mlp_shared[0](prompt))
+    return instance_norm(x) * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+
+class ATMOp(nnx.Module):
+  """torchvision deform_conv2d with a 1x1 kernel and a 1-D offset: axial sampling + 1x1 conv.
+
+  `kernel` is HWIO (1, 1, C_in, C_out) like every conv here (torch `weight` (C_out, C_in, 1, 1)).
+  axis 2 = W (`atm_w`, offset in torch's dx slots), axis 1 = H (`atm_h`, dy slots).
+  """
+
+  def __init__(self, c_in, c_out, axis: int, *, keys):
+    self.axis = axis
+    self.kernel = nnx.Param(_draw(keys.params(), (1, 1, c_in, c_out), "trunc_normal", 0.02))
+    self.bias = _zeros(c_out)
+
+  def __call__(self, x, offset):
+    return axial_sample(x, offset, self.axis) @ self.kernel[0, 0] + self.bias[...]
+
+
+class ATMLayer(nnx.Module):
+  """Active token mixer: W shift, H shift and a depthwise 5x5 branch, mixed per channel."""
+
+  def __init__(self, dim, *, keys):
+    self.dim = dim
+    self.atm_h = ATMOp(dim, dim, 1, keys=keys)
+    self.atm_w = ATMOp(dim, dim, 2, keys=keys)
+    self.atm_local = _Conv(dim, dim, 5, keys, groups=dim)
+    self.fusion = Mlp(dim, dim // 4, dim * 3, keys=keys)
+    self.proj = _Linear(dim, dim, keys)
+
+  def __call__(self, x, offset):
+    c = self.dim
+    w = self.atm_w(x, offset[..., :c])
+    h = self.atm_h(x, offset[..., c:])
+    local = self.atm_local(x)
+    a = self.fusion(jnp.mean(w + h + local, axis=(1, 2)))  # [B, 3C], torch order (C, 3)
+    a = jax.nn.softmax(a.reshape(a.shape[0], c, 3), axis=-1)[:, None, None]
+    return self.proj(w * a[..., 0] + h * a[..., 1] + local * a[..., 2])
+
+
+class DynamicActiveBlock(nnx.Module):
+  """x += ATM(LN(x), offsets); x += MLP(LN(x)); x = SPADE(x, prompt)."""
+
+  def __init__(self, dim, p_dim, mlp_ratio, share_dim, new_offset: bool, *, keys):
+    self.share_dim = share_dim
+    self.norm1 = LayerNorm(dim)
+    self.atm = ATMLayer(dim, keys=keys)
+    self.norm2 = LayerNorm(dim)
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), dim, keys=keys)
+    self.offset_layer = (nnx.List([LayerNorm(dim + p_dim),
+                                   _Linear(dim + p_dim, dim * 2 // share_dim, keys)])
+                         if new_offset else None)
+    self.spade = SPADE(p_dim, dim, p_dim, keys=keys)
+
+  def __call__(self, x, prompt, offset=None):
+    """Returns (x, offset); offset [B, H, W, 2C] is computed here when this block owns
+    an offset_layer, else the caller's is used."""
+    if self.offset_layer is not None:
+      o = self.offset_layer[1](self.offset_layer[0](jnp.concatenate([x, prompt], -1)))
+      offset = jnp.repeat(o, self.share_dim, axis=-1)  # torch repeat_interleave
+    x = x + self.atm(self.norm1(x), offset)
+    x = x + self.mlp(self.norm2(x))
+    return self.spade(x, prompt), offset
+
+
+class DynamicPromptBasis(nnx.Module):
+  """Per-pixel softmax over `num_basis` bases times the task's learned bank (official class
+  `Dyanmic_Prompt_Basis`)."""
+
+  def __init__(self, dim, num_task, num_basis, p_dim, blind: bool, *, keys):
+    self.basis_mlp = Mlp(dim, num_basis, num_basis, keys=keys)
+    self.prompt = nnx.Param(_draw(keys.params(), (num_task, num_basis, 1, 1, p_dim),
+                                  "uniform", 1.0))  # torch.rand
+    self.task_head = _Linear(dim, num_task, keys) if blind else None
+
+  def __call__(self, x, task_id):
+    basis = jax.nn.softmax(self.basis_mlp(x), axis=-1)  # [B, H, W, nb]
+    bank = self.prompt[:, :, 0, 0, :]  # [T, nb, p]
+    if self.task_head is not None:
+      t = jax.nn.softmax(self.task_head(jnp.mean(x, axis=(1, 2))), axis=-1)  # [B, T]
+      sel = jnp.einsum("bt,tnp->bnp", t, bank)
+    else:
+      sel = bank[task_id]
+    return jnp.einsum("bhwn,bnp->bhwp", basis, sel)
+
+
+class PEG(nnx.Module):
+  """Depthwise 3x3 conv + identity (positional encoding generator)."""
+
+  def __init__(self, dim, *, keys):
+    self.proj = _Conv(dim, dim, 3, keys, groups=dim)
+
+  def __call__(self, x):
+    return self.proj(x) + x
+
+
+class OverlapPatchEmbed(nnx.Module):
+
+  def __init__(self, in_chans, embed_dim, *, keys):
+    self.proj = _Conv(in_chans, embed_dim, 5, keys)
+
+  def __call__(self, x):
+    return self.proj(x)
+
+
+class UCIP(nnx.Module):
+  """`model(lr, task_id)`: lr [B, H, W, 3] in [0, 1], task_id int [B] -> [B, 4H, 4W, 3]."""
+
+  def __init__(self, embed_dim=128, p_dim=64, depths=(6,) * 6, mlp_ratio=4.0, share_dim=2,
+               intv=2, num_task=6, num_basis=8, num_feat=64, blind=False, *, rngs: nnx.Rngs):
+    if any(d < 2 for d in depths):
+      raise ValueError(f"UCIP: every group needs >= 2 blocks (block 0 makes the offsets), "
+                       f"got depths={depths}")
+    if (2 * embed_dim) % share_dim:
+      raise ValueError(f"UCIP: share_dim={share_dim} must divide 2*embed_dim={2 * embed_dim}")
+    self.depths, self.intv, self.num_task, self.blind = tuple(depths), intv, num_task, blind
+    keys = _Keys(rngs.params())
+    self.patch_embed = OverlapPatchEmbed(3, embed_dim, keys=keys)
+    self.blocks = nnx.List([
+        nnx.List([DynamicActiveBlock(embed_dim, p_dim, mlp_ratio, share_dim,
+                                     self._new_offset(j, depth), keys=keys)
+                  for j in range(depth)])
+        for depth in depths])
+    self.prompts = nnx.List([DynamicPromptBasis(embed_dim, num_task, num_basis, p_dim, blind,
+                                                keys=keys) for _ in depths])
+    self.pos_blocks = nnx.List([PEG(embed_dim, keys=keys) for _ in depths])
+    self.norm = LayerNorm(embed_dim)
+    self.conv_after_body = _Conv(embed_dim, embed_dim, 3, keys)
+    self.conv_before_up = nnx.List([_Conv(embed_dim, num_feat, 3, keys), None])  # LeakyReLU
+    self.conv_up1 = _Conv(num_feat, num_feat, 3, keys)
+    self.conv_up2 = _Conv(num_feat, num_feat, 3, keys)
+    self.conv_hr = _Conv(num_feat, num_feat, 3, keys)
+    self.conv_last = _Conv(num_feat, 3, 3, keys)
+
+  def _new_offset(self, j, depth):
+    return j % self.intv == 0 and j != depth - 1
+
+  def _task_ids(self, task_id, batch):
+    if self.blind:
+      return None
+    if task_id is None:
+      raise ValueError("UCIP: task_id is required (int [B], 0..num_task-1) unless the model "
+                       "is built with blind=True")
+    task_id = jnp.asarray(task_id, jnp.int32)
+    if task_id.ndim == 0:
+      task_id = jnp.broadcast_to(task_id, (batch,))
+    if task_id.shape != (batch,):
+      raise ValueError(f"UCIP: task_id shape {task_id.shape} != ({batch},)")
+    if not isinstance(task_id, jax.core.Tracer):
+      bad = (task_id < 0) | (task_id >= self.num_task)
+      if bool(jnp.any(bad)):
+        raise ValueError(f"UCIP: task_id {task_id.tolist()} outside 0..{self.num_task - 1}")
+    return task_id
+
+  def forward_blocks(self, x, task_id):
+    for i, group in enumerate(self.blocks):
+      res = x
+      prompt = self.prompts[i](x, task_id)
+      offset = None
+      for j, blk in enumerate(group):
+        if self._new_offset(j, len(group)):
+          x = self.pos_blocks[i](x)
+        x, offset = blk(x, prompt, offset)
+      x = x + res
+    return x
+
+  def __call__(self, lr, task_id=None):
+    if lr.ndim != 4 or lr.shape[-1] != 3:
+      raise ValueError(f"UCIP expects lr [B, H, W, 3] (NHWC), got shape {lr.shape}")
+    task_id = self._task_ids(task_id, lr.shape[0])
+    x = self.patch_embed(lr)
+    res = x
+    x = self.norm(self.forward_blocks(x, task_id))
+    x = self.conv_after_body(x) + res
+    x = leaky_relu(self.conv_before_up[0](x), 0.01)
+    x = leaky_relu(self.conv_up1(upsample_nearest(x, 2)), 0.2)
+    x = leaky_relu(self.conv_up2(upsample_nearest(x, 2)), 0.2)
+    return self.conv_last(leaky_relu(self.conv_hr(x), 0.2))
+
+
+def create(variant: str = "middle", *, rngs: nnx.Rngs, **overrides) -> UCIP:
+  """UCIP in a VARIANTS layout; overrides replace its keywords (e.g. blind=True)."""
+  if variant not in VARIANTS:
+    raise KeyError(f"unknown UCIP variant {variant!r}; known: {sorted(VARIANTS)}")
+  known = set(VARIANTS[variant]) | {"blind"}
+  unknown = sorted(set(overrides) - known)
+  if unknown:
+    raise TypeError(f"UCIP: unknown option(s) {unknown}; known: {sorted(known)}")
+  return UCIP(**{**VARIANTS[variant], **overrides}, rngs=rngs)
