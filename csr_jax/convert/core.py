@@ -48,9 +48,11 @@ def path_str(path) -> str:
 
 
 def flat_params(model) -> dict[str, jax.Array]:
-  """nnx.Param leaves of `model` keyed 'blocks.0.1.atm.proj.kernel', in the module's order."""
+  """nnx.Param leaves of `model` keyed 'blocks.0.1.atm.proj.kernel' (NNX's sorted order).
+
+  Works on abstract models too (values are then ShapeDtypeStructs)."""
   flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
-  return {path_str(p): v[...] if hasattr(v, "value") else v for p, v in flat}
+  return {path_str(p): v.get_value() if isinstance(v, nnx.Variable) else v for p, v in flat}
 
 
 def auto_entry(jax_path: str, ndim: int) -> Entry:
@@ -157,7 +159,6 @@ def from_torch(table: list[Entry], model, state_dict: Mapping, source: str = "st
   state = nnx.state(model, nnx.Param)
   flat = nnx.to_flat_state(state)
   for p, var in flat:
-    v = values[path_str(p)]
-    var[...] = jnp.asarray(v, dtype=var[...].dtype)
+    var.set_value(jnp.asarray(values[path_str(p)], dtype=var.get_value().dtype))
   nnx.update(model, nnx.from_flat_state(flat))
   return model

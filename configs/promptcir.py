@@ -1,0 +1,80 @@
+"""PromptCIR (NTIRE 2024): blind JPEG restoration at the same resolution (scale 1).
+
+  python -m data_prep.prepare --hr_dir DF2K_LSDIR --out data/pcir --scale 1 --grid promptcir
+  python -m csr_jax.main --config configs/promptcir.py:stage1 --workdir runs/pcir1 \
+      --config.data.train_dir=data/pcir --config.data.eval_dir=data/pcir_eval
+  python -m csr_jax.main --config configs/promptcir.py:stage2 --workdir runs/pcir2 \
+      --config.data.train_dir=data/pcir --config.init_from=runs/pcir1/checkpoints
+Variants: `stage1` (fixed JPEG qualities 10..70 from the shards; AdamW 2e-4, cosine to 1e-6,
+128x128 patches, flips and rotations), `stage2` (init from stage 1; the clean image re-JPEG'd
+on line at a quality drawn from [10, 70] per sample; lr 1e-4 cosine to 1e-6), `demo` (the small
+model on CPU; prepares its own data). Evaluation: JPEG 10/20/30/40 shards (prep with
+`--codec jpeg:10,20,30,40 --scale 1`), PSNR/SSIM/PSNR-B on Y, tiles of 384 with 96 overlap.
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  a = common.parse_arg(arg, variant="stage1", steps=0, batch=0, workers=-1)
+  c = common.base_config()
+  c.model.name = "promptcir"
+  c.model.variant = "official"
+  c.model.use_task_id = False  # blind
+  c.loss = "l1"
+  c.data.scale = 1
+  c.data.patch_size = 128
+  c.data.batch_size = 8
+  c.data.num_workers = 8
+  c.data.augment = True
+  c.total_steps = 200_000
+  c.log_every, c.eval_every, c.checkpoint_every = 200, 10_000, 10_000
+
+  c.optim.name = "adamw"
+  c.optim.lr = 2e-4
+  c.optim.b1, c.optim.b2 = 0.9, 0.999
+  c.optim.weight_decay = 1e-4
+  c.optim.schedule = "cosine"
+  c.optim.final_lr_ratio = 1e-6 / c.optim.lr
+
+  # JPEG restoration is scored on the whole image. The base config ties crop_border to
+  # data.scale by reference (assigning to it would set the scale), so replace the field.
+  del c.eval.crop_border
+  c.eval.crop_border = 0
+  c.eval.tile = 384
+  c.eval.tile_overlap = 96
+  c.eval.best_metric = "psnr_y"
+
+  if a.variant == "stage1":
+    pass
+  elif a.variant == "stage2":
+    c.data.online_jpeg = (10, 70)
+    c.optim.lr = 1e-4
+    c.optim.final_lr_ratio = 1e-6 / c.optim.lr
+    c.total_steps = 100_000
+  elif a.variant == "demo":
+    c.model.variant = "small"
+    c.data.demo = True
+    c.data.patch_size = 64
+    c.data.batch_size = 4
+    c.data.num_workers = 1
+    c.total_steps = 300
+    c.optim.lr = 5e-4
+    c.optim.warmup_steps = 20
+    c.optim.final_lr_ratio = 0.05
+    c.ema_decay = 0.99
+    c.log_every, c.eval_every, c.checkpoint_every = 25, 150, 150
+    c.keep_checkpoints = 2
+    c.eval.tile = 0
+    c.eval.max_images = 6
+    c.report = True
+  else:
+    raise KeyError(f"configs/promptcir.py: unknown variant {a.variant!r} (stage1, stage2, demo)")
+
+  if a.steps:
+    c.total_steps = a.steps
+  if a.batch:
+    c.data.batch_size = a.batch
+  if a.workers >= 0:
+    c.data.num_workers = a.workers
+  return c
