@@ -8,6 +8,11 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One persistent XLA cache for the whole run, subprocesses included: several tests compile the
+# same train step or model (two training stages, a resumed run), which then compiles once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "2")
 SHARED = Path(os.environ.get("CSR_SHARED", REPO.parent / "shared"))
 DATASETS = SHARED / "datasets"
 

@@ -53,7 +53,7 @@ def test_hab_matches_torch(shift):
   got = np.asarray(jmod(jnp.asarray(x), rpi, mask))
   with torch.no_grad():
     want = tmod(torch.from_numpy(x).reshape(1, h * w, dim), (h, w), torch.from_numpy(rpi),
-                twin.calculate_mask((h, w), ws, ws // 2)).reshape(1, h, w, dim).numpy()
+                twin.calculate_mask(h, w, ws, ws // 2)).reshape(1, h, w, dim).numpy()
   close(got, want)
   if shift:  # the shifted block differs from an unshifted one with the same weights
     jmod.shift_size = 0
@@ -62,7 +62,7 @@ def test_hab_matches_torch(shift):
 
 def test_shift_mask_matches_official():
   np.testing.assert_array_equal(shift_attention_mask(32, 48, 16, 8),
-                                twin.calculate_mask((32, 48), 16, 8).numpy())
+                                twin.calculate_mask(32, 48, 16, 8).numpy())
 
 
 def test_prompt_module_matches_torch():

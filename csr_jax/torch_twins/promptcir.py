@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from csr_jax.torch_twins.common import calculate_mask, calculate_rpi, window_partition, window_reverse
+
 VARIANTS = {
     "official": dict(dim=48, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4,
                      heads=(1, 2, 4, 8), window_size=16, num_basis=(64, 32, 16),
@@ -22,41 +24,6 @@ VARIANTS = {
                   heads=(1, 2, 4, 8), window_size=8, num_basis=(8, 8, 8),
                   prompt_dims=(16, 32, 64)),
 }
-
-
-def window_partition(x, ws):
-  b, h, w, c = x.shape
-  x = x.view(b, h // ws, ws, w // ws, ws, c)
-  return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, ws, ws, c)
-
-
-def window_reverse(windows, ws, h, w):
-  b = int(windows.shape[0] / (h * w / ws / ws))
-  x = windows.view(b, h // ws, w // ws, ws, ws, -1)
-  return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
-
-
-def calculate_mask(x_size, ws, ss):
-  h, w = x_size
-  img_mask = torch.zeros((1, h, w, 1))
-  cnt = 0
-  for hs in (slice(0, -ws), slice(-ws, -ss), slice(-ss, None)):
-    for wsl in (slice(0, -ws), slice(-ws, -ss), slice(-ss, None)):
-      img_mask[:, hs, wsl, :] = cnt
-      cnt += 1
-  mw = window_partition(img_mask, ws).view(-1, ws * ws)
-  mask = mw.unsqueeze(1) - mw.unsqueeze(2)
-  return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
-
-
-def calculate_rpi_sa(ws):
-  coords = torch.stack(torch.meshgrid([torch.arange(ws), torch.arange(ws)], indexing="ij"))
-  flat = torch.flatten(coords, 1)
-  rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()
-  rel[:, :, 0] += ws - 1
-  rel[:, :, 1] += ws - 1
-  rel[:, :, 0] *= 2 * ws - 1
-  return rel.sum(-1)
 
 
 def calculate_rpi_oca(ws, overlap_ratio):
@@ -299,7 +266,7 @@ class RHAG(nn.Module):
 
   def forward(self, x, params):
     b, c, h, w = x.shape
-    params = dict(params, attn_mask=calculate_mask((h, w), self.window_size,
+    params = dict(params, attn_mask=calculate_mask(h, w, self.window_size,
                                                    self.window_size // 2).to(x.device))
     y = self.residual_group(x.flatten(2).transpose(1, 2), (h, w), params)
     return self.conv(y.transpose(1, 2).reshape(b, c, h, w)) + x
@@ -387,7 +354,7 @@ class MyModel(nn.Module):
       return nn.Sequential(*[TransformerBlock(d, h, ffn, bias) for _ in range(n)])
 
     self.patch_embed_input = OverlapPatchEmbed(inp_channels, dim)
-    self.register_buffer("relative_position_index_SA", calculate_rpi_sa(window_size))
+    self.register_buffer("relative_position_index_SA", calculate_rpi(window_size))
     self.register_buffer("relative_position_index_OCA",
                          calculate_rpi_oca(window_size, overlap_ratio))
     self.prompt1 = ActiveBlock_Prompt_Basis(d2, num_task, num_basis[0], p1)

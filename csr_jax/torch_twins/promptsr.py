@@ -12,41 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from csr_jax.torch_twins.common import calculate_mask, calculate_rpi, window_partition, window_reverse
+
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
-
-
-def window_partition(x, ws):
-  b, h, w, c = x.shape
-  x = x.view(b, h // ws, ws, w // ws, ws, c)
-  return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws, ws, c)
-
-
-def window_reverse(windows, ws, h, w):
-  b = int(windows.shape[0] / (h * w / ws / ws))
-  x = windows.view(b, h // ws, w // ws, ws, ws, -1)
-  return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, -1)
-
-
-def calculate_mask(h, w, ws, ss):
-  img_mask = torch.zeros((1, h, w, 1))
-  cnt = 0
-  for hs in (slice(0, -ws), slice(-ws, -ss), slice(-ss, None)):
-    for wsl in (slice(0, -ws), slice(-ws, -ss), slice(-ss, None)):
-      img_mask[:, hs, wsl, :] = cnt
-      cnt += 1
-  mw = window_partition(img_mask, ws).view(-1, ws * ws)
-  mask = mw.unsqueeze(1) - mw.unsqueeze(2)
-  return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
-
-
-def calculate_rpi(ws):
-  coords = torch.stack(torch.meshgrid([torch.arange(ws), torch.arange(ws)], indexing="ij"))
-  flat = torch.flatten(coords, 1)
-  rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()
-  rel[:, :, 0] += ws - 1
-  rel[:, :, 1] += ws - 1
-  rel[:, :, 0] *= 2 * ws - 1
-  return rel.sum(-1)
 
 
 def category_attention(q, k, v, category, group_size, scale):

@@ -4,45 +4,16 @@ torch re-implementation of HAT's (XPixelGroup/HAT hat_arch.py) on random inputs.
 import numpy as np
 import pytest
 import torch
+
+from csr_jax.torch_twins.common import calculate_mask as torch_mask
+from csr_jax.torch_twins.common import calculate_rpi as torch_rpi
+from csr_jax.torch_twins.common import window_partition as torch_window_partition
+from csr_jax.torch_twins.common import window_reverse as torch_window_reverse
 import jax.numpy as jnp
 from flax import nnx
 
 from csr_jax.layers.window import (WindowAttention, relative_position_index,
                                    shift_attention_mask, window_partition, window_reverse)
-
-
-def torch_window_partition(x, ws):
-  b, h, w, c = x.shape
-  x = x.view(b, h // ws, ws, w // ws, ws, c)
-  return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, ws, ws, c)
-
-
-def torch_window_reverse(windows, ws, h, w):
-  b = int(windows.shape[0] / (h * w / ws / ws))
-  x = windows.view(b, h // ws, w // ws, ws, ws, -1)
-  return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
-
-
-def torch_rpi(ws):
-  coords = torch.stack(torch.meshgrid([torch.arange(ws), torch.arange(ws)], indexing="ij"))
-  flat = torch.flatten(coords, 1)
-  rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()
-  rel[:, :, 0] += ws - 1
-  rel[:, :, 1] += ws - 1
-  rel[:, :, 0] *= 2 * ws - 1
-  return rel.sum(-1)
-
-
-def torch_mask(h, w, ws, shift):
-  img = torch.zeros((1, h, w, 1))
-  cnt = 0
-  for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-    for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-      img[:, hs, wsl, :] = cnt
-      cnt += 1
-  mw = torch_window_partition(img, ws).view(-1, ws * ws)
-  m = mw.unsqueeze(1) - mw.unsqueeze(2)
-  return m.masked_fill(m != 0, -100.0).masked_fill(m == 0, 0.0)
 
 
 def torch_window_attention(x, rpi, mask, table, qkv_w, qkv_b, proj_w, proj_b, heads, ws):
