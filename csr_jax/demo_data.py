@@ -1,0 +1,75 @@
+"""Data for the demo: train on scikit-image's bundled photos, evaluate on held-out Kodak.
+
+Both sets go through the real prep step (`python -m data_prep.prepare`, its own process: it
+imports torch) with the demo's codec grid, so the demo exercises the same files as real runs.
+If `../shared/datasets/kodak` is absent, two scikit-image photos are held out instead.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from absl import logging
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+# Colour photos only: grey textures (camera, grass, ...) taught a 500-step run to desaturate.
+COLOR = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
+HELD_OUT = ("hubble_deep_field", "colorwheel")  # eval set when Kodak is missing
+KODAK = ("kodim01", "kodim03", "kodim05", "kodim13", "kodim19", "kodim23")
+
+
+def kodak_dir() -> Path:
+  return Path(os.environ.get("CSR_SHARED", REPO.parent / "shared")) / "datasets" / "kodak"
+
+
+def write_photos(names, out: Path) -> Path:
+  import skimage.data
+  out.mkdir(parents=True, exist_ok=True)
+  for n in names:
+    img = np.asarray(getattr(skimage.data, n)())
+    Image.fromarray(img[..., :3]).save(out / f"{n}.png")
+  return out
+
+
+def link_kodak(names, out: Path) -> Path:
+  out.mkdir(parents=True, exist_ok=True)
+  for n in names:
+    src, dst = kodak_dir() / f"{n}.png", out / f"{n}.png"
+    if not src.is_file():
+      raise FileNotFoundError(f"{src}: Kodak image missing")
+    if not dst.exists():
+      dst.write_bytes(src.read_bytes())
+  return out
+
+
+def prepare(hr_dir: Path, out: Path, *, name: str, split: str, scale: int, codec: str,
+            num_shards: int = 1, workers: int = 1) -> Path:
+  """Runs the prep step in a subprocess (argv list, no shell); a finished set is reused."""
+  argv = [sys.executable, "-m", "data_prep.prepare", "--hr_dir", str(hr_dir), "--out", str(out),
+          "--scale", str(scale), "--codec", codec, "--num_shards", str(num_shards),
+          "--workers", str(workers), "--name", name, "--split", split]
+  logging.info("preparing %s/%s: %s", name, split, " ".join(argv[1:]))
+  res = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+  if res.returncode:
+    raise RuntimeError(f"data_prep.prepare failed for {hr_dir} ({res.returncode}):\n"
+                       f"{res.stderr[-2000:]}")
+  return out
+
+
+def setup(config, data_dir: str, codec: str = "jpeg:30,40") -> None:
+  """Builds (or reuses) the demo sets under `data_dir` and points `config.data` at them."""
+  root = Path(data_dir)
+  scale = config.data.scale
+  train = prepare(write_photos(COLOR, root / "hr_train"), root / "train", name="photos",
+                  split="train", scale=scale, codec=codec, num_shards=2)
+  if kodak_dir().is_dir():
+    hr_eval, name = link_kodak(KODAK, root / "hr_eval"), "kodak"
+  else:
+    hr_eval, name = write_photos(HELD_OUT, root / "hr_eval"), "heldout"
+  evals = prepare(hr_eval, root / "eval", name=name, split=config.data.eval_split, scale=scale,
+                  codec=codec)
+  config.data.train_dir, config.data.train_name = str(train), "photos"
+  config.data.eval_dir, config.data.eval_name = str(evals), name
