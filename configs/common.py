@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.resume = ""  # a checkpoints dir or step dir of another run (state + data iterator)
   c.init_from = ""  # params only: a checkpoint (dir or step) or a params-only Orbax dir
   c.init_from_ema = False
+  c.init_from_skip = ""  # regex of param paths init_from leaves at their fresh init (re.search)
   c.report = False
 
   c.model = ml_collections.ConfigDict()
@@ -73,11 +74,15 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.max_images = 0
-  c.eval.crop_border = c.data.get_ref("scale")
+  # None = data.scale (0 at scale 1), resolved by csr_jax.evaluate; a typed placeholder rather
+  # than a reference to data.scale, so overriding it never rewrites the scale.
+  c.eval.crop_border = ml_collections.config_dict.placeholder(int)
   c.eval.tile = 0
   c.eval.tile_overlap = 0
   c.eval.self_ensemble = False
   c.eval.use_ema = True
   c.eval.best_metric = "psnr_y"
   c.eval.at_start = False
+  c.eval.stop_when_worse = False  # stop once `best_metric` stays below its best ...
+  c.eval.patience = 1  # ... for this many evaluations in a row (the best checkpoint is kept)
   return c

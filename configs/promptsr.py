@@ -9,7 +9,7 @@ halved at 250/400/450/475/490K; `x3`, `x4`, `x4_star` fine-tuned from x2 (`init_
 lr 2e-4 halved at 150/200/225/240K. All: batch 48, 64x64 LR patches, flips/rotations, L1,
 PSNR/SSIM on Y with a `scale`-pixel border. `demo` trains the small model on CPU with its own
 data. The x2 checkpoint's decoder conv (3*4 outputs) does not fit x3/x4 (3*9, 3*16): the
-fine-tune start needs that one tensor left at its fresh init.
+fine-tune variants set `init_from_skip` so that conv keeps its fresh init.
 """
 
 from configs import common
@@ -44,6 +44,7 @@ def get_config(arg=None):
     c.total_steps = 250_000
     c.optim.lr = 2e-4
     c.optim.milestones = (150_000, 200_000, 225_000, 240_000)
+    c.init_from_skip = r"^upsample\.0\."  # the x2 decoder conv (3*4 outputs) does not fit
   elif a.variant == "demo":
     c.model.variant, c.data.scale = "small", 4
     c.data.demo = True

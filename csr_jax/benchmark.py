@@ -29,6 +29,9 @@ from csr_jax import evaluate, metrics
 
 # Pad multiples of the official test scripts (UCIP 8, PromptCIR 32) and window sizes.
 DEFAULT_MULTIPLE = {"ucip": 8, "promptcir": 32, "promptsr": 16, "cisr": 1}
+# Families whose model returns {'y': [...], 'x': [...]} per unfolded step (final image x_J).
+UNFOLDED = ("cisr",)
+_STEP_RE = re.compile(r"^psnr(_y)?_(?P<kind>[xy])(?P<j>\d+)$")
 _SHARD_RE = re.compile(r"^(?P<name>.+)-(?P<split>[^-]+)\.tfrecord-\d+-of-\d+$")
 
 
@@ -75,10 +78,6 @@ def create_model(config, seed: int = 0):
   return models.create(m.name, m.variant, rngs=nnx.Rngs(seed), **kwargs)
 
 
-def _path_key(path) -> str:
-  return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
 def load_params(checkpoint: str, target: dict, *, ema: bool = False) -> dict:
   """`params` (or `ema`) of a checkpoint, shaped like the pure dict `target`.
 
@@ -86,23 +85,22 @@ def load_params(checkpoint: str, target: dict, *, ema: bool = False) -> dict:
   directory (read by `csr_jax.convert.orbax_io`). Strict: a key or shape mismatch raises one
   error that lists every difference.
   """
-  import jax
-  from csr_jax.convert import orbax_io
+  from csr_jax.convert import core, orbax_io
   item = "ema" if ema else "params"
   where = orbax_io.state_dir(checkpoint)
-  have = orbax_io.read_params(checkpoint, item)
-  want = {_path_key(p): v for p, v in jax.tree_util.tree_leaves_with_path(target)}
-  problems = [f"missing {k}" for k in sorted(set(want) - set(have))]
-  problems += [f"unexpected {k}" for k in sorted(set(have) - set(want))]
-  problems += [f"shape {k}: checkpoint {have[k].shape} vs model {tuple(np.shape(v))}"
-               for k, v in want.items() if k in have and have[k].shape != tuple(np.shape(v))]
-  if problems:
-    raise ValueError(f"{where}: {item} do not match the model: " + "; ".join(problems))
-  return jax.tree_util.tree_map_with_path(lambda p, _: have[_path_key(p)], target)
+  try:
+    return core.load_flat_params(target, orbax_io.read_params(checkpoint, item), source=str(where))
+  except core.ConversionError as e:
+    problems = ([f"missing {k}" for k in e.missing] + [f"unexpected {k}" for k in e.unexpected]
+                + [f"shape {k}: checkpoint {g} vs model {w}" for k, g, w in e.misshaped])
+    raise ValueError(f"{where}: {item} do not match the model: " + "; ".join(problems)) from None
 
 
-def model_apply_fn(model, *, use_task_id: bool = True) -> Callable:
-  """apply_fn(x_nhwc, task_id) for evaluate_pairs: one jitted pure function of the state."""
+def model_apply_fn(model, *, use_task_id: bool = True, per_step_scale: int = 0) -> Callable:
+  """apply_fn(x_nhwc, task_id) for evaluate_pairs: one jitted pure function of the state.
+
+  An unfolded model's dict output (CISR) gives its final x_J, or with `per_step_scale` (its
+  scale) every step stacked on channels (`evaluate.stack_unfolded`)."""
   import jax
   from flax import nnx
   graphdef, state = nnx.split(model)
@@ -110,7 +108,10 @@ def model_apply_fn(model, *, use_task_id: bool = True) -> Callable:
   @jax.jit
   def forward(state, x, task_id):
     m = nnx.merge(graphdef, state)
-    return m(x, task_id) if use_task_id else m(x)
+    out = m(x, task_id) if use_task_id else m(x)
+    if not isinstance(out, dict):
+      return out
+    return evaluate.stack_unfolded(out, per_step_scale) if per_step_scale else out["x"][-1]
 
   return lambda x, task_id: forward(state, x, task_id)
 
@@ -152,11 +153,12 @@ def find_shards(data_dir: str, split: str | None = None) -> dict[str, list[str]]
   return out
 
 
-def read_examples(shards: list[str], limit: int | None = None) -> Iterator[dict]:
-  """Whole-image eval examples (uint8 HWC lr/hr, codec, quality, task_id, scale, source) in
-  file order, through the eval pipeline (`csr_jax.data.pipeline.eval_dataset`)."""
+def read_examples(shards: list[str], limit: int | None = None,
+                  keys=("hr", "lr")) -> Iterator[dict]:
+  """Whole-image eval examples (uint8 HWC `keys` images, codec, quality, task_id, scale, source)
+  in file order, through the eval pipeline (`csr_jax.data.pipeline.eval_dataset`)."""
   from csr_jax.data import pipeline
-  yield from pipeline.eval_dataset(shards, limit, keys=("hr", "lr"))
+  yield from pipeline.eval_dataset(shards, limit, keys=keys)
 
 
 # ---- tables, grids, report ----
@@ -199,11 +201,29 @@ def format_table(groups: list[dict], *, psnr_b: bool, crop_border: int) -> str:
   return "\n".join(lines) + "\n"
 
 
+def format_step_table(groups: list[dict]) -> str:
+  """Markdown of the per-step columns ('psnr_y_x1', 'psnr_y_y1', ...) of unfolded models; ''
+  when there are none."""
+  rows = [g for g in groups if any(_STEP_RE.match(k) for k in g)]
+  if not rows:
+    return ""
+  cols = sorted({k for g in rows for k in g if _STEP_RE.match(k)},
+                key=lambda k: (_STEP_RE.match(k)["kind"], int(_STEP_RE.match(k)["j"])))
+  lines = ["Per-step PSNR (dB) on Y: x_j against the HR, y_j against the clean LR.", "",
+           "| Dataset | Codec | Quality | " + " | ".join(c.split("_")[-1] for c in cols) + " |",
+           "|---|---|---|" + "---|" * len(cols)]
+  for g in rows:
+    lines.append(f"| {g['dataset']} | {g['codec']} | {g['quality']} | "
+                 + " | ".join(f"{g[c]:.2f}" if c in g else "-" for c in cols) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def write_csv(path: str, rows: list[dict]) -> None:
   if not rows:
     raise ValueError(f"{path}: nothing to write")
+  fields = list(dict.fromkeys(k for r in rows for k in r))  # methods may differ in columns
   with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w = csv.DictWriter(f, fieldnames=fields)
     w.writeheader()
     w.writerows(rows)
 
@@ -252,17 +272,21 @@ def _safe(s) -> str:
 def run_benchmark(apply_fn: Callable, data_dir: str, out_dir: str, *, scale: int | None = None,
                   psnr_b: bool | None = None, crop_border: int | None = None,
                   split: str | None = None, limit: int | None = None, grid_images: int = 4,
-                  title: str = "Benchmark", **infer_kw) -> dict:
+                  title: str = "Benchmark", extra_metrics: Callable | None = None,
+                  **infer_kw) -> dict:
   """Evaluates `apply_fn(x_nhwc, task_id)` on every dataset under `data_dir`; writes the files.
 
   `scale` defaults to the records' scale; `psnr_b` to scale == 1 (restoration); `crop_border`
   to scale (0 for x1); `limit` caps images per dataset; `infer_kw` go to `evaluate.infer`
-  (multiple, tile, self_ensemble, ...). Returns {'rows', 'groups', 'table_md', 'files'}.
+  (multiple, tile, self_ensemble, ...); `extra_metrics` (e.g. `evaluate.unfolded_step_metrics`,
+  which reads the clean LR, then decoded too) adds per-image columns and a per-step table.
+  Returns {'rows', 'groups', 'table_md', 'files'}.
   """
   os.makedirs(os.path.join(out_dir, "grids"), exist_ok=True)
   rows, grids, scales = [], [], set()
   for ds, shards in find_shards(data_dir, split).items():
-    examples = list(read_examples(shards, limit))
+    examples = list(read_examples(shards, limit, ("hr", "lr", "lr_clean") if extra_metrics
+                                  else ("hr", "lr")))
     if not examples:
       raise ValueError(f"{shards[0]}: dataset {ds!r} has no records")
     scales.add(int(scale or examples[0]["scale"]))
@@ -284,10 +308,14 @@ def run_benchmark(apply_fn: Callable, data_dir: str, out_dir: str, *, scale: int
 
     psnr_b = (s == 1) if psnr_b is None else psnr_b
     ds_rows, _ = evaluate.evaluate_pairs(apply_fn, examples, scale=s, psnr_b=psnr_b,
-                                         crop_border=border, on_image=keep, **infer_kw)
+                                         crop_border=border, on_image=keep,
+                                         extra_metrics=extra_metrics, **infer_kw)
     rows += [{"dataset": ds, **r} for r in ds_rows]
   groups = group_means(rows)
   table_md = format_table(groups, psnr_b=psnr_b, crop_border=border)
+  step_md = format_step_table(groups)
+  if step_md:
+    table_md += "\n" + step_md
   files = {"table_md": os.path.join(out_dir, "table.md"),
            "table_csv": os.path.join(out_dir, "table.csv"),
            "per_image_csv": os.path.join(out_dir, "per_image.csv")}
@@ -346,14 +374,18 @@ def main(argv: list[str] | None = None) -> dict:
       ev.get("tile_overlap", None) or (tile or 0) // 4)
   use_task_id = config.model.get("use_task_id", ev.get("use_task_id", True))
   model = restore_model(config, args.checkpoint, ema=args.ema)
-  apply_fn = model_apply_fn(model, use_task_id=use_task_id)
+  per_step = family in UNFOLDED and bool(ev.get("per_step", True))
+  apply_fn = model_apply_fn(model, use_task_id=use_task_id,
+                            per_step_scale=model.scale if per_step else 0)
   out = args.out or _default_out(args.checkpoint)
   result = run_benchmark(
       apply_fn, args.data, out, scale=args.scale, split=args.split, limit=args.limit,
       psnr_b={"auto": None, "yes": True, "no": False}[args.psnr_b],
       title=f"Benchmark: {family} {config.model.variant}{' (EMA)' if args.ema else ''}",
       multiple=multiple, tile=tile, tile_overlap=overlap if tile else 0,
-      tile_batch=args.tile_batch, pad_mode=args.pad_mode, crop_border=args.crop_border,
+      tile_batch=args.tile_batch, pad_mode=args.pad_mode,
+      crop_border=args.crop_border if args.crop_border is not None else ev.get("crop_border", None),
+      extra_metrics=evaluate.unfolded_step_metrics(model.scale) if per_step else None,
       self_ensemble=args.self_ensemble or bool(ev.get("self_ensemble", False)))
   print(result["table_md"])
   print(f"wrote {out}/table.md, table.csv, per_image.csv, report.md, "

@@ -28,12 +28,21 @@ class Checkpointer:
         preservation_policy=ocm.AnyPreservationPolicy(policies), create=True,
         enable_async_checkpointing=async_save)
     self.directory = os.path.abspath(directory)
+    self.best_metric, self.best_mode = best_metric, best_mode
     self.mngr = ocp.CheckpointManager(
         self.directory, options=options, item_names=ITEMS,
         item_handlers={"data_iter": grain.checkpoint.CheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self.mngr.latest_step()
+
+  def best_metric_value(self) -> float | None:
+    """The best `best_metric` among the kept checkpoints (keep-best holds the best so far)."""
+    if not self.best_metric:
+      return None
+    vals = [m[self.best_metric] for step in self.mngr.all_steps()
+            if isinstance(m := self.mngr.metrics(step), dict) and self.best_metric in m]
+    return (max if self.best_mode == "max" else min)(vals) if vals else None
 
   def save(self, step: int, state: dict, data_iter, config: dict, metrics: dict | None = None):
     self.mngr.save(step, args=ocp.args.Composite(
@@ -70,19 +79,29 @@ def resolve(path: str) -> tuple[str, int]:
   return path, steps[-1]
 
 
-def load_params(path: str, abstract_params, key: str = "params"):
-  """Params (or 'ema') for `config.init_from`: from a training checkpoint, or from a params-only
-  directory (an Orbax PyTree of the pure params dict, as `convert import` writes)."""
-  if os.path.isdir(os.path.join(path, "_METADATA")) or os.path.isfile(os.path.join(path, "_METADATA")):
-    return ocp.StandardCheckpointer().restore(os.path.abspath(path), abstract_params)
-  directory, step = resolve(path)
-  abstract = {key: abstract_params}
-  item = os.path.join(directory, str(step), "state")
-  restored = ocp.PyTreeCheckpointer().restore(
-      item, args=ocp.args.PyTreeRestore(
-          item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-          partial_restore=True))
-  return restored[key]
+def load_params(path: str, target, key: str = "params", skip: str | None = None):
+  """Params (or 'ema') for `config.init_from`: from a training checkpoint (workdir, checkpoints
+  dir or step dir) or a params-only directory (as `convert import` writes).
+
+  `target` is the pure params dict (arrays or ShapeDtypeStructs carrying shardings); the result
+  has its dtypes and shardings. Strict (`csr_jax.convert.load_flat_params`), except that params
+  whose path matches the regex `skip` keep the target's (fresh) value.
+  """
+  import jax
+  from csr_jax.convert import core, orbax_io
+  if orbax_io.state_dir(path).name != "state":
+    key = "params"  # a params-only directory has no EMA copy: its params are the weights
+  flat = orbax_io.read_params(path, key)
+  host = core.load_flat_params(target, flat, source=f"{path} ({key})", skip=skip)
+
+  def place(new, ref):
+    if new is ref:
+      return ref
+    if getattr(ref, "sharding", None) is None:
+      return jax.numpy.asarray(new)
+    return jax.make_array_from_callback(new.shape, ref.sharding, lambda idx: new[idx])
+
+  return jax.tree.map(place, host, target)
 
 
 def config_json(config) -> dict:

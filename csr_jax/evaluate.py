@@ -155,7 +155,7 @@ def image_metrics(out_u8, hr_u8, *, crop_border: int, y_channel: bool = True,
 def evaluate_pairs(apply_fn: Callable, examples: Iterable[dict], *, scale: int,
                    crop_border: int | None = None, y_channel: bool = True, psnr_b: bool = False,
                    baseline: bool = True, on_image: Callable | None = None,
-                   **infer_kw) -> tuple[list[dict], dict]:
+                   extra_metrics: Callable | None = None, **infer_kw) -> tuple[list[dict], dict]:
   """Metrics of the model (and of the bicubic baseline) on whole images.
 
   `examples` yield dicts with uint8 HWC `lr` and `hr` (plus `codec`, `quality`, `task_id`,
@@ -163,6 +163,9 @@ def evaluate_pairs(apply_fn: Callable, examples: Iterable[dict], *, scale: int,
   ids [N]; `infer_kw` go to `infer`. The output is quantised to uint8 before measuring.
   `crop_border` defaults to `scale` (0 for scale 1, keeping PSNR-B's 8x8 grid aligned).
   `on_image(example, sr_uint8, bicubic_uint8)` sees every output (for image grids).
+  `apply_fn` may return more than 3 channels: the first 3 are the image, and
+  `extra_metrics(example, output float HWC, crop_border)` adds columns to the model's row from
+  all of them (e.g. `unfolded_step_metrics`).
   Returns (rows, means): one row per image and method ('model', 'bicubic') with the metrics,
   and {method: {metric: mean}}.
   """
@@ -182,12 +185,13 @@ def evaluate_pairs(apply_fn: Callable, examples: Iterable[dict], *, scale: int,
     tid = int(_first(ex.get("task_id", 0)))
     sr = infer(lambda x: apply_fn(x, np.full((x.shape[0],), tid, np.int32)),
                lr[None].astype(np.float32) / 255.0, scale=scale, **infer_kw)
-    sr_u8 = to_uint8(sr[0])
+    sr_u8 = to_uint8(sr[0, ..., :3])
     meta = {"source": src, "codec": _text(ex.get("codec", "")),
             "quality": int(_first(ex.get("quality", -1)))}
     rows.append({**meta, "method": "model",
                  **image_metrics(sr_u8, hr, crop_border=crop_border, y_channel=y_channel,
-                                 psnr_b=psnr_b)})
+                                 psnr_b=psnr_b),
+                 **(extra_metrics(ex, sr[0], crop_border) if extra_metrics else {})})
     bic = bicubic_upscale(lr, scale) if baseline or on_image else None
     if baseline:
       rows.append({**meta, "method": "bicubic",
@@ -196,6 +200,42 @@ def evaluate_pairs(apply_fn: Callable, examples: Iterable[dict], *, scale: int,
     if on_image is not None:
       on_image(ex, sr_u8, bic)
   return rows, mean_rows(rows)
+
+
+def stack_unfolded(out: dict, scale: int):
+  """CISR's {'y': [y_1..y_J], 'x': [x_1..x_J]} -> one [B, sH, sW, 3 + 6J] array for `infer`:
+  x_J (the image), x_1..x_J, then y_1..y_J upscaled by pixel repetition (which padding, tiling
+  and self-ensemble all preserve, so y_j is its every `scale`-th pixel). jnp or numpy inputs."""
+  import jax.numpy as jnp
+  rep = lambda y: jnp.repeat(jnp.repeat(y, scale, axis=1), scale, axis=2)
+  return jnp.concatenate([out["x"][-1], *out["x"], *map(rep, out["y"])], axis=-1)
+
+
+def unfolded_step_metrics(scale: int, y_channel: bool = True) -> Callable:
+  """`extra_metrics` for `stack_unfolded` outputs: PSNR of every x_j vs the HR (the image's
+  border crop) and of every y_j vs the clean LR (`lr_clean`; border crop // scale), as
+  'psnr_y_x1'.., 'psnr_y_y1'.. (uint8-quantised like the main metric, so x_J's is `psnr_y`)."""
+  name = "psnr_y" if y_channel else "psnr"
+
+  def fn(ex, out, crop_border: int) -> dict:
+    steps, rem = divmod(out.shape[-1] - 3, 6)
+    if rem or steps < 1:
+      raise ValueError(f"unfolded output has {out.shape[-1]} channels; expected 3 + 6J")
+    if "lr_clean" not in ex:
+      raise KeyError(f"{_text(ex.get('source', '?'))}: per-step metrics need 'lr_clean' "
+                     "(decode it in the eval pipeline)")
+    hr, clean = np.asarray(ex["hr"]), np.asarray(ex["lr_clean"])
+    res = {}
+    for j in range(steps):
+      x = to_uint8(out[..., 3 + 3 * j:6 + 3 * j])
+      res[f"{name}_x{j + 1}"] = metrics.psnr(x, hr, crop_border, y_channel=y_channel)
+    for j in range(steps):
+      c = 3 + 3 * steps + 3 * j
+      y = to_uint8(out[::scale, ::scale, c:c + 3])
+      res[f"{name}_y{j + 1}"] = metrics.psnr(y, clean, crop_border // scale, y_channel=y_channel)
+    return res
+
+  return fn
 
 
 def mean_rows(rows: list[dict]) -> dict:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from csr_jax import evaluate
 from csr_jax import sharding
 
 IMAGE_KEYS = ("lr", "hr", "lr_clean")
@@ -64,12 +65,17 @@ def make_train_step(graphdef, rest, forward: Callable, loss_fn: Callable,
                  out_shardings=(repl, repl), donate_argnums=0)
 
 
-def make_apply(graphdef, rest, forward: Callable):
-  """Jitted (params, lr float NHWC, task_id) -> the model's image output (for evaluation)."""
+def make_apply(graphdef, rest, forward: Callable, *, per_step_scale: int = 0):
+  """Jitted (params, lr float NHWC, task_id) -> the model's image output (for evaluation).
+
+  An unfolded model's dict output gives its final x_J, or with `per_step_scale` (its scale)
+  every step stacked on channels (`evaluate.stack_unfolded`, for per-step metrics)."""
 
   @jax.jit
   def apply(params, lr, task_id):
     out = forward(merge(graphdef, rest, params), {"lr": lr, "task_id": task_id})
-    return out["x"][-1] if isinstance(out, dict) else out
+    if not isinstance(out, dict):
+      return out
+    return evaluate.stack_unfolded(out, per_step_scale) if per_step_scale else out["x"][-1]
 
   return apply

@@ -125,13 +125,22 @@ def _restore(config, ckpt, abstract, data_iter):
   return None
 
 
+def _per_step(config, fam: Family) -> bool:
+  """Unfolded models (CISR) report PSNR of every step's x_j and y_j unless eval.per_step=False."""
+  return fam.loss == "unfolded" and config.eval.get("per_step", True)
+
+
 def evaluator(config, fam: Family, graphdef, rest, eval_paths):
   """fn(params) -> (rows, means) on the whole held-out images (EMA or raw params)."""
   if not eval_paths:
     return None
-  examples = list(pipeline.eval_dataset(eval_paths, config.eval.get("max_images") or None,
-                                        keys=("hr", "lr")))
-  apply = step_lib.make_apply(graphdef, rest, make_forward(fam))
+  per_step = _per_step(config, fam)
+  keys = ("hr", "lr", "lr_clean") if per_step else ("hr", "lr")
+  examples = list(pipeline.eval_dataset(eval_paths, config.eval.get("max_images") or None, keys))
+  scale = config.data.scale
+  apply = step_lib.make_apply(graphdef, rest, make_forward(fam),
+                              per_step_scale=scale if per_step else 0)
+  extra = evaluate.unfolded_step_metrics(scale) if per_step else None
   dev = jax.local_devices()[0]
 
   def bind(params):
@@ -143,7 +152,7 @@ def evaluator(config, fam: Family, graphdef, rest, eval_paths):
         bind(params), examples, scale=config.data.scale,
         crop_border=config.eval.get("crop_border", None), multiple=fam.multiple,
         tile=config.eval.get("tile") or None, tile_overlap=config.eval.get("tile_overlap", 0),
-        self_ensemble=config.eval.get("self_ensemble", False), **kw)
+        self_ensemble=config.eval.get("self_ensemble", False), extra_metrics=extra, **kw)
 
   run.bind = bind
   return run
@@ -179,8 +188,9 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> dict:
   repl = sharding.replicated(mesh)
   state = jax.jit(lambda p: step_lib.init_state(p, tx, config.seed), out_shardings=repl)(params)
   if config.get("init_from"):
-    loaded = checkpoint.load_params(config.init_from, sharding.abstract_like(params, repl),
-                                    key="ema" if config.get("init_from_ema") else "params")
+    loaded = checkpoint.load_params(config.init_from, params,
+                                    key="ema" if config.get("init_from_ema") else "params",
+                                    skip=config.get("init_from_skip") or None)
     state = jax.jit(lambda p: step_lib.init_state(p, tx, config.seed), out_shardings=repl)(loaded)
   del params
 
@@ -202,11 +212,15 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> dict:
   sched = optim.schedule(config.optim, total)
   cfg_json = checkpoint.config_json(config)
   last_eval, finite = {}, []
+  stopper = EarlyStop(config.eval.get("patience", 1)) if (
+      run_eval is not None and config.eval.get("stop_when_worse", False)) else None
   try:
     restored = _restore(config, ckpt, sharding.abstract_like(state, repl), data_iter)
     if restored is not None:
       state = restored
     start = int(jax.device_get(state["step"]))
+    if stopper is not None and start:
+      stopper.best = ckpt.best_metric_value()
     if start == 0 and run_eval is not None and config.eval.get("at_start", False):
       last_eval = _evaluate(run_eval, state, config, logger, 0, primary)
     for step in range(start + 1, total + 1):
@@ -232,14 +246,22 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> dict:
         m["lr"] = float(sched(step - 1))
         logger.write(step, m)
         logger.console(step, m)
-      eval_metrics = None
+      eval_metrics, stop = None, False
       if do_eval:
         last_eval = eval_metrics = _evaluate(run_eval, state, config, logger, step, primary)
-      if save:
+        if stopper is not None:
+          stop = _agree(stopper.update(eval_metrics[best]) if primary else False)
+          if stop:
+            logging.info("step %d: validation %s below its best %.4f for %d evaluation(s) in "
+                         "a row; saving and stopping (the best checkpoint is kept)",
+                         step, best, stopper.best, stopper.bad)
+      if save or stop:
         ckpt.save(step, state, data_iter, cfg_json, metrics=eval_metrics or None)
         if hooks is not None and hasattr(hooks, "after_checkpoint"):
           ckpt.wait()
           hooks.after_checkpoint(step)
+      if stop:
+        break
   finally:
     ckpt.close()
     if hasattr(data_iter, "close"):
@@ -250,6 +272,31 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> dict:
   if primary and config.get("report") and run_eval is not None:
     write_report(config, workdir, _apply_fn(run_eval, state, config), fam)
   return state, last_eval
+
+
+class EarlyStop:
+  """Counts evaluations in a row whose metric is below the best so far (higher is better)."""
+
+  def __init__(self, patience: int = 1):
+    if patience < 1:
+      raise ValueError(f"config.eval.patience must be >= 1, got {patience}")
+    self.patience, self.best, self.bad = patience, None, 0
+
+  def update(self, value: float) -> bool:
+    """Records one evaluation; True once `patience` evaluations in a row fell below the best."""
+    if self.best is None or value >= self.best:
+      self.best, self.bad = value, 0
+    else:
+      self.bad += 1
+    return self.bad >= self.patience
+
+
+def _agree(flag: bool) -> bool:
+  """Process 0's decision, on every process (only process 0 evaluates)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def _evaluate(run_eval, state, config, logger, step, primary) -> dict:
@@ -271,7 +318,8 @@ def write_report(config, workdir: str, apply_fn, fam: Family) -> str:
   res = benchmark.run_benchmark(
       apply_fn, d.eval_dir, os.path.join(workdir, "eval"), scale=d.scale, split=d.eval_split,
       limit=config.eval.get("max_images") or None, title=f"{config.model.name} {config.model.variant}",
-      multiple=fam.multiple)
+      multiple=fam.multiple,
+      extra_metrics=evaluate.unfolded_step_metrics(d.scale) if _per_step(config, fam) else None)
   curves = os.path.join(workdir, "curves.png")
   extra = (f"Trained {config.total_steps} steps, global batch {d.batch_size}, LR patch "
            f"{d.patch_size}, on {jax.device_count()} {jax.default_backend()} device(s); "

@@ -16,7 +16,8 @@ from typing import Mapping
 
 import numpy as np
 
-from csr_jax.convert.core import ConversionError, Entry, flat_params, load_torch_file, path_str
+from csr_jax.convert.core import (ConversionError, Entry, flat_params, load_flat_params,
+                                  load_torch_file, path_str)
 from csr_jax.convert import core
 
 __all__ = ["ConversionError", "Entry", "table", "to_torch", "from_torch", "load_torch_file",
@@ -65,37 +66,6 @@ def from_torch(name: str, variant: str, state_dict_or_path, *, container_key: st
   model = models.create(name, variant, rngs=rngs if rngs is not None else nnx.Rngs(0),
                         **overrides)
   return core.from_torch(table(name, model), model, _strip_module_prefix(sd), source=source)
-
-
-def load_flat_params(model, flat: Mapping[str, np.ndarray], source: str = "params"):
-  """Strictly assigns {'blocks.0.1.atm.proj.kernel': array} (e.g. from Orbax) into `model`."""
-  import jax.numpy as jnp
-  from flax import nnx
-
-  flat = dict(flat)
-  flat_state = nnx.to_flat_state(nnx.state(model, nnx.Param))
-  missing, bad = [], []
-  for p, var in flat_state:
-    key = path_str(p)
-    if key not in flat:
-      missing.append(key)
-      continue
-    v = flat.pop(key)
-    if tuple(np.shape(v)) != tuple(var[...].shape):
-      bad.append(f"{key}: got {tuple(np.shape(v))}, expected {tuple(var[...].shape)}")
-      continue
-    var[...] = jnp.asarray(v, dtype=var[...].dtype)
-  problems = []
-  if missing:
-    problems.append(f"missing ({len(missing)}): {missing[:20]}")
-  if flat:
-    problems.append(f"unexpected ({len(flat)}): {sorted(flat)[:20]}")
-  if bad:
-    problems.append(f"mis-shaped ({len(bad)}): {bad[:20]}")
-  if problems:
-    raise ConversionError(f"{source}: parameters do not match the model; " + "; ".join(problems))
-  nnx.update(model, nnx.from_flat_state(flat_state))
-  return model
 
 
 def save_torch_file(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:

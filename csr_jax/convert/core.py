@@ -8,6 +8,7 @@ problem (missing, unexpected, mis-shaped key) is collected and reported in one e
 
 import dataclasses
 import os
+import re
 from typing import Callable, Mapping
 
 import numpy as np
@@ -17,7 +18,14 @@ from flax import nnx
 
 
 class ConversionError(ValueError):
-  """A state_dict does not match the model's table; the message lists every offending key."""
+  """A state_dict does not match the model's table; the message lists every offending key.
+
+  `missing`, `unexpected` and `misshaped` ((key, got shape, expected shape)) hold the details
+  for callers that word the error their own way."""
+
+  def __init__(self, message: str, missing=(), unexpected=(), misshaped=()):
+    super().__init__(message)
+    self.missing, self.unexpected, self.misshaped = list(missing), list(unexpected), list(misshaped)
 
 
 def _conv_to_torch(a):  # HWIO -> OIHW
@@ -162,3 +170,79 @@ def from_torch(table: list[Entry], model, state_dict: Mapping, source: str = "st
     var.set_value(jnp.asarray(values[path_str(p)], dtype=var.get_value().dtype))
   nnx.update(model, nnx.from_flat_state(flat))
   return model
+
+
+def _shape(v) -> tuple:
+  return tuple(v.shape) if hasattr(v, "shape") else tuple(np.shape(v))
+
+
+def match_flat(want: Mapping[str, object], flat: Mapping[str, object], source: str = "params",
+               skip: str | None = None) -> dict:
+  """The one strict flat-params check: {key: value of `flat`} for every key of `want`.
+
+  `want` maps 'blocks.0.kernel' to anything with a shape (array, ShapeDtypeStruct). Keys that
+  match the regex `skip` (re.search) are left out on both sides (fine-tuning keeps them at their
+  fresh init); every other difference (missing, unexpected, mis-shaped) is listed in one
+  `ConversionError`.
+  """
+  skipped = re.compile(skip).search if skip else (lambda _: False)
+  flat = {k: v for k, v in flat.items() if not skipped(k)}
+  missing, bad, values = [], [], {}
+  for key, ref in want.items():
+    if skipped(key):
+      continue
+    if key not in flat:
+      missing.append(key)
+      continue
+    v = flat.pop(key)
+    if _shape(v) != _shape(ref):
+      bad.append((key, _shape(v), _shape(ref)))
+      continue
+    values[key] = v
+  problems = []
+  if missing:
+    problems.append(f"missing ({len(missing)}): {missing[:20]}")
+  if flat:
+    problems.append(f"unexpected ({len(flat)}): {sorted(flat)[:20]}")
+  if bad:
+    problems.append(f"mis-shaped ({len(bad)}): "
+                    f"{[f'{k}: got {g}, expected {e}' for k, g, e in bad[:20]]}")
+  if problems:
+    raise ConversionError(f"{source}: parameters do not match the model; " + "; ".join(problems),
+                          missing, sorted(flat), bad)
+  return values
+
+
+def _tree_key(path) -> str:
+  return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def load_flat_params(target, flat: Mapping[str, np.ndarray], source: str = "params",
+                     skip: str | None = None):
+  """Strictly loads {'blocks.0.1.atm.proj.kernel': array} (e.g. from Orbax) into `target`.
+
+  `target` is an NNX model (updated in place and returned) or a pure params dict (arrays or
+  ShapeDtypeStructs; a new dict of numpy arrays in the target dtypes is returned). Params whose
+  path matches `skip` keep the target's value (a pure dict target must then hold arrays).
+  """
+  if isinstance(target, nnx.Module):
+    flat_state = nnx.to_flat_state(nnx.state(target, nnx.Param))
+    values = match_flat({path_str(p): var[...] for p, var in flat_state}, flat, source, skip)
+    for p, var in flat_state:
+      key = path_str(p)
+      if key in values:
+        var[...] = jnp.asarray(values[key], dtype=var[...].dtype)
+    nnx.update(target, nnx.from_flat_state(flat_state))
+    return target
+  want = {_tree_key(p): v for p, v in jax.tree_util.tree_leaves_with_path(target)}
+  values = match_flat(want, flat, source, skip)
+
+  def pick(path, ref):
+    key = _tree_key(path)
+    if key in values:
+      return np.asarray(values[key], dtype=ref.dtype)
+    if isinstance(ref, jax.ShapeDtypeStruct):
+      raise ValueError(f"{source}: {key} matches skip={skip!r} but the target has no value for it")
+    return ref
+
+  return jax.tree_util.tree_map_with_path(pick, target)
