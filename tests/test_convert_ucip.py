@@ -216,6 +216,20 @@ def test_blind_mode_exports_and_matches_twin():
   assert rel_err(run_jax(model, x, None), run_twin(tw, x, None)) <= 1e-5
 
 
+def test_bicubic_residual_mode_matches_twin():
+  """The demo's parameter-free bicubic skip: same layout, same output in both frameworks."""
+  model = models.create("ucip", "small", rngs=nnx.Rngs(3), residual="bicubic")
+  sd = convert.to_torch("ucip", model)
+  assert len(sd) == len(convert.to_torch("ucip", models.create("ucip", "small")))
+  tw = twin.create("small", residual="bicubic").eval()
+  tw.load_state_dict(torch_sd(sd), strict=True)
+  x = crops()
+  got = run_jax(model, x, TASKS)
+  assert rel_err(got, run_twin(tw, x, TASKS)) <= 1e-5
+  plain = np.asarray(models.create("ucip", "small", rngs=nnx.Rngs(3))(jnp.asarray(x), jnp.asarray(TASKS)))
+  assert not np.allclose(got, plain, atol=1e-3)
+
+
 def test_bad_files_give_clear_errors(small_pth, tmp_path):
   data = small_pth.read_bytes()
   trunc = tmp_path / "trunc.pth"

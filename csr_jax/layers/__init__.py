@@ -7,3 +7,9 @@ from csr_jax.layers.resize import (pixel_shuffle, pixel_unshuffle, resize_bicubi
                                    resize_bilinear, upsample_nearest)
 from csr_jax.layers.window import (WindowAttention, relative_position_index,
                                    shift_attention_mask, window_partition, window_reverse)
+from csr_jax.layers.axial import axial_sample
+from csr_jax.layers.blocking import blocking_edges
+from csr_jax.layers.category_attention import category_attention
+from csr_jax.layers.non_local import NonLocal, non_local_mean
+from csr_jax.layers.ocab import overlap_cross_attention, overlapping_windows
+from csr_jax.layers.restormer import GDFN, MDTA

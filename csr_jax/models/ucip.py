@@ -18,9 +18,12 @@ Where the official code is more specific than the paper / DESIGN.md:
 Blind mode (`blind=True`, not in the official code) adds `prompts.i.task_head`
 (Linear C -> num_task) that predicts task weights from the spatially pooled group input;
 their softmax mixes the prompt bank, PromptCIR-style, and task_id is not used.
+
+`residual='bicubic'` (not in the official code, no parameters) adds the bicubically upscaled
+input to the output, so a briefly trained model starts from the bicubic baseline; the CPU demo
+uses it (a few hundred steps do not teach the official tail to reproduce colours).
 """
 
-import functools
 import math
 
 import jax
@@ -28,11 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from csr_jax.layers import init
 from csr_jax.layers.act import gelu, leaky_relu, relu
 from csr_jax.layers.axial import axial_sample
 from csr_jax.layers.conv import Conv2d, Linear
 from csr_jax.layers.norm import LayerNorm, instance_norm
-from csr_jax.layers.resize import upsample_nearest
+from csr_jax.layers.resize import resize_bicubic, upsample_nearest
 
 VARIANTS = {
     # Official UCIP_Middle: 11,424,291 parameters.
@@ -62,15 +66,14 @@ class _Keys:
     return jax.random.fold_in(self.key, self.count)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _draw(key, shape, kind: str, scale: float):
-  """One compiled program per (shape, kind): eager init compiles each op per shape."""
-  f32 = jnp.float32  # float32 params even when x64 is enabled
+  """float32 params (even with x64 on); host-side draws when the key is concrete, so eager
+  construction compiles nothing (see csr_jax.layers.init)."""
   if kind == "trunc_normal":  # timm trunc_normal_(std, a=-2, b=2)
-    return jnp.clip(scale * jax.random.normal(key, shape, f32), -2.0, 2.0)
+    return init.trunc_normal(key, shape, scale, jnp.float32)
   if kind == "normal":
-    return scale * jax.random.normal(key, shape, f32)
-  return scale * jax.random.uniform(key, shape, f32)
+    return init.normal(key, shape, scale, jnp.float32)
+  return init.uniform(key, shape, 0.0, scale, jnp.float32)
 
 
 def _zeros(n):
@@ -232,13 +235,17 @@ class UCIP(nnx.Module):
   """`model(lr, task_id)`: lr [B, H, W, 3] in [0, 1], task_id int [B] -> [B, 4H, 4W, 3]."""
 
   def __init__(self, embed_dim=128, p_dim=64, depths=(6,) * 6, mlp_ratio=4.0, share_dim=2,
-               intv=2, num_task=6, num_basis=8, num_feat=64, blind=False, *, rngs: nnx.Rngs):
+               intv=2, num_task=6, num_basis=8, num_feat=64, blind=False, residual=None, *,
+               rngs: nnx.Rngs):
     if any(d < 2 for d in depths):
       raise ValueError(f"UCIP: every group needs >= 2 blocks (block 0 makes the offsets), "
                        f"got depths={depths}")
     if (2 * embed_dim) % share_dim:
       raise ValueError(f"UCIP: share_dim={share_dim} must divide 2*embed_dim={2 * embed_dim}")
     self.depths, self.intv, self.num_task, self.blind = tuple(depths), intv, num_task, blind
+    if residual not in (None, "bicubic"):
+      raise ValueError(f"UCIP: residual must be None or 'bicubic', got {residual!r}")
+    self.residual = residual
     keys = _Keys(rngs.params())
     self.patch_embed = OverlapPatchEmbed(3, embed_dim, keys=keys)
     self.blocks = nnx.List([
@@ -300,14 +307,17 @@ class UCIP(nnx.Module):
     x = leaky_relu(self.conv_before_up[0](x), 0.01)
     x = leaky_relu(self.conv_up1(upsample_nearest(x, 2)), 0.2)
     x = leaky_relu(self.conv_up2(upsample_nearest(x, 2)), 0.2)
-    return self.conv_last(leaky_relu(self.conv_hr(x), 0.2))
+    out = self.conv_last(leaky_relu(self.conv_hr(x), 0.2))
+    if self.residual == "bicubic":
+      out = out + resize_bicubic(lr, out.shape[1:3])
+    return out
 
 
 def create(variant: str = "middle", *, rngs: nnx.Rngs, **overrides) -> UCIP:
   """UCIP in a VARIANTS layout; overrides replace its keywords (e.g. blind=True)."""
   if variant not in VARIANTS:
     raise KeyError(f"unknown UCIP variant {variant!r}; known: {sorted(VARIANTS)}")
-  known = set(VARIANTS[variant]) | {"blind"}
+  known = set(VARIANTS[variant]) | {"blind", "residual"}
   unknown = sorted(set(overrides) - known)
   if unknown:
     raise TypeError(f"UCIP: unknown option(s) {unknown}; known: {sorted(known)}")

@@ -197,9 +197,10 @@ class UCIP_MLP(nn.Module):  # pylint: disable=invalid-name  (official class name
 
   def __init__(self, p_dim=32, depths=(2, 2, 4, 2), embed_dims=(64, 64, 64, 64),
                mlp_ratios=(4, 4, 4, 4), share_dims=(1, 1, 1, 1), intv=2, num_task=6,
-               num_basis=8, num_feat=64, in_chans=3, patch_size=5, blind=False):
+               num_basis=8, num_feat=64, in_chans=3, patch_size=5, blind=False, residual=None):
     super().__init__()
     self.depths, self.intv = tuple(depths), intv
+    self.residual = residual  # 'bicubic': csr_jax's parameter-free global skip (not official)
     self.patch_embed = OverlapPatchEmbed(patch_size, 1, patch_size // 2, in_chans, embed_dims[0])
     self.blocks = nn.ModuleList()
     self.prompts = nn.ModuleList()
@@ -258,6 +259,7 @@ class UCIP_MLP(nn.Module):  # pylint: disable=invalid-name  (official class name
         raise ValueError("UCIP twin: task_id is required unless built with blind=True")
     else:
       task_id = torch.as_tensor(task_id, dtype=torch.long, device=x.device).reshape(-1)
+    inp = x
     x = self.patch_embed(x)
     res = x
     x = self.forward_blocks(x.permute(0, 2, 3, 1), task_id)
@@ -266,7 +268,10 @@ class UCIP_MLP(nn.Module):  # pylint: disable=invalid-name  (official class name
     x = self.conv_before_up(x)
     x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2, mode="nearest")))
     x = self.lrelu(self.conv_up2(F.interpolate(x, scale_factor=2, mode="nearest")))
-    return self.conv_last(self.lrelu(self.conv_hr(x)))
+    out = self.conv_last(self.lrelu(self.conv_hr(x)))
+    if self.residual == "bicubic":
+      out = out + F.interpolate(inp, size=out.shape[-2:], mode="bicubic", align_corners=False)
+    return out
 
 
 def create(variant: str = "middle", **overrides) -> UCIP_MLP:
@@ -274,11 +279,12 @@ def create(variant: str = "middle", **overrides) -> UCIP_MLP:
   if variant not in VARIANTS:
     raise KeyError(f"unknown UCIP twin variant {variant!r}; known: {sorted(VARIANTS)}")
   kw = {**VARIANTS[variant], **overrides}
-  unknown = sorted(set(kw) - set(VARIANTS[variant]) - {"blind"})
+  unknown = sorted(set(kw) - set(VARIANTS[variant]) - {"blind", "residual"})
   if unknown:
     raise TypeError(f"UCIP twin: unknown option(s) {unknown}")
   n = len(kw["depths"])
   return UCIP_MLP(p_dim=kw["p_dim"], depths=tuple(kw["depths"]), embed_dims=(kw["embed_dim"],) * n,
                   mlp_ratios=(kw["mlp_ratio"],) * n, share_dims=(kw["share_dim"],) * n,
                   intv=kw["intv"], num_task=kw["num_task"], num_basis=kw["num_basis"],
-                  num_feat=kw["num_feat"], blind=kw.get("blind", False))
+                  num_feat=kw["num_feat"], blind=kw.get("blind", False),
+                  residual=kw.get("residual"))
