@@ -49,11 +49,15 @@ def test_conv2d_matches_torch(cin, cout, k, stride, pad, dil, groups, bias):
 
 
 def test_conv2d_init_is_torch_default():
-  m = Conv2d(6, 4, 3, rngs=nnx.Rngs(0))
-  bound = 1 / np.sqrt(6 * 9)
-  for v in (m.kernel[...], m.bias[...]):
-    assert np.abs(np.asarray(v)).max() <= bound
-    assert np.abs(np.asarray(v)).max() > 0.8 * bound
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, as torch's kaiming_uniform(a=sqrt(5))."""
+  m = Conv2d(32, 64, 3, rngs=nnx.Rngs(0))
+  bound = 1 / np.sqrt(32 * 9)
+  for v in (np.asarray(m.kernel[...]), np.asarray(m.bias[...])):
+    assert np.abs(v).max() <= bound
+    assert np.abs(v).max() > 0.9 * bound
+  k = np.asarray(m.kernel[...])
+  assert abs(k.mean()) < 0.02 * bound
+  np.testing.assert_allclose(k.std(), bound / np.sqrt(3), rtol=0.02)
 
 
 def test_conv2d_rejects_wrong_channels():
