@@ -7,9 +7,10 @@ one axis, by linear interpolation between the two neighbours, zero outside the a
 output costs two gathers, not a dense deformable conv.
 
 `axial_sample` has a custom VJP: the input gradient is a scatter-add of the two neighbour
-weights and the offset gradient is the difference of the two neighbours. The scatter writes
-each (w0, w1) pair as one 2-wide window with every non-sampled axis as a batching dimension,
-several times faster on CPU than the scatter autodiff derives from the gathers. A custom_vjp
+weights and the offset gradient is the difference of the two neighbours. Gathers and scatters
+address the flattened, padded input with one int32 index per element (two 1-D scatters in the
+backward): ~3x faster on CPU for forward + backward than N-D indices, whose per-element
+coordinate vectors cost more than the gathers themselves. A custom_vjp
 function has no forward-mode derivative, so `custom_grad=False` gives the same values under
 plain autodiff (for jvp/jacfwd and as the gradient reference in tests).
 """
@@ -18,6 +19,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 # Positions are clipped to [-2, n + 1] (beyond, both neighbours are outside anyway), so with
@@ -34,18 +36,37 @@ def _split(x, offset, axis: int):
   return pos - lo, lo.astype(jnp.int32) + _PAD_LO
 
 
-def _neighbours(x, start, axis: int):
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (_PAD_LO, _PAD_HI)
-  xp = jnp.pad(x, pad)
-  take = functools.partial(jnp.take_along_axis, xp, axis=axis, mode="promise_in_bounds")
-  return take(start), take(start + 1)
+def _padded_shape(shape, axis: int):
+  return tuple(d + _PAD_LO + _PAD_HI if a == axis else d for a, d in enumerate(shape))
+
+
+def _flat_index(shape, start, axis: int):
+  """Flat index into the padded array of element (..., start, ...): the other coordinates
+  come from iotas, so XLA sees a 1-D gather/scatter with one int32 index per element (the
+  N-D take_along_axis form builds a rank-sized index vector per element, costlier than the
+  gather itself)."""
+  padded = _padded_shape(shape, axis)
+  if np.prod(padded) >= 2 ** 31:
+    raise ValueError(f"axial_sample: input {shape} too large for int32 flat indices")
+  strides = [1] * len(padded)
+  for a in range(len(padded) - 2, -1, -1):
+    strides[a] = strides[a + 1] * padded[a + 1]
+  idx = start * strides[axis]
+  for a in range(len(shape)):
+    if a != axis and shape[a] > 1:
+      idx = idx + lax.broadcasted_iota(jnp.int32, shape, a) * strides[a]
+  return idx, strides[axis]
 
 
 def _sample(x, offset, axis: int):
   frac, start = _split(x, offset, axis)
-  x0, x1 = _neighbours(x, start, axis)
-  return (1 - frac) * x0 + frac * x1, (start, frac, x1 - x0)
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (_PAD_LO, _PAD_HI)
+  xpf = jnp.pad(x, pad).reshape(-1)
+  idx, stride = _flat_index(x.shape, start, axis)
+  take = lambda i: xpf.at[i].get(mode="promise_in_bounds")
+  x0, x1 = take(idx), take(idx + stride)
+  return (1 - frac) * x0 + frac * x1, (idx, frac, x1 - x0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -54,19 +75,16 @@ def _sample_vjp(x, offset, axis):
 
 
 def _bwd(axis, res, g):
-  start, frac, dpos = res
-  n = g.shape[axis]
-  last = g.ndim - 1
-  to_last = lambda a: jnp.moveaxis(a, axis, last)
-  upd = jnp.stack([to_last(g * (1 - frac)), to_last(g * frac)], -1)  # [..., n, 2]
-  batch = tuple(range(last))
-  dnums = lax.ScatterDimensionNumbers(
-      update_window_dims=(g.ndim,), inserted_window_dims=(), scatter_dims_to_operand_dims=(last,),
-      operand_batching_dims=batch, scatter_indices_batching_dims=batch)
-  shape = upd.shape[:last] + (n + _PAD_LO + _PAD_HI,)
-  dx = lax.scatter_add(jnp.zeros(shape, g.dtype), to_last(start)[..., None], upd, dnums,
-                       mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
-  dx = jnp.moveaxis(dx[..., _PAD_LO:_PAD_LO + n], last, axis)
+  idx, frac, dpos = res
+  padded = _padded_shape(g.shape, axis)
+  stride = 1
+  for d in padded[axis + 1:]:
+    stride *= d
+  gw = g * frac
+  dx = jnp.zeros((np.prod(padded),), g.dtype)
+  dx = dx.at[idx].add(g - gw, mode="promise_in_bounds")
+  dx = dx.at[idx + stride].add(gw, mode="promise_in_bounds")
+  dx = lax.slice_in_dim(dx.reshape(padded), _PAD_LO, _PAD_LO + g.shape[axis], axis=axis)
   return dx, g * dpos
 
 

@@ -1,0 +1,59 @@
+"""Gradients of Conv2d's custom-VJP paths (depthwise shifted multiply-add, row-banded kernel
+gradient of large dense convs) against torch autograd on the same inputs."""
+
+import numpy as np
+import pytest
+import torch
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from csr_jax.layers import conv
+from csr_jax.layers.conv import Conv2d
+
+
+def _torch_grads(m, x, g, cin, cout, k, pad, dil, groups):
+  ref = torch.nn.Conv2d(cin, cout, k, 1, pad, dil, groups, True)
+  with torch.no_grad():
+    ref.weight.copy_(torch.tensor(np.transpose(np.asarray(m.kernel[...]), (3, 2, 0, 1))))
+    ref.bias.copy_(torch.tensor(np.asarray(m.bias[...])))
+  xt = torch.tensor(np.transpose(x, (0, 3, 1, 2)), requires_grad=True)
+  out = ref(xt)
+  out.backward(torch.tensor(np.transpose(g, (0, 3, 1, 2))))
+  return (np.transpose(xt.grad.numpy(), (0, 2, 3, 1)),
+          np.transpose(ref.weight.grad.numpy(), (2, 3, 1, 0)), ref.bias.grad.numpy())
+
+
+def _jax_grads(m, x, g):
+  graphdef, params = nnx.split(m, nnx.Param)
+
+  def loss(p, x):
+    return jnp.sum(nnx.merge(graphdef, p)(x) * g)
+
+  dp, dx = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+  return np.asarray(dx), np.asarray(dp["kernel"][...]), np.asarray(dp["bias"][...])
+
+
+CASES = [  # cin, cout, kernel, padding, dilation, groups
+    (8, 8, 5, 2, 1, 8),            # UCIP atm_local
+    (8, 8, 3, 1, 1, 8),            # UCIP PEG
+    (8, 8, (3, 5), (2, 1), (2, 1), 8),  # dilated, rectangular, cropping transpose
+    (8, 8, 3, 0, 1, 8),            # no padding
+    (8, 16, 3, 1, 1, 1),           # dense: banded kernel gradient (bands forced below)
+    (8, 16, 5, 2, 1, 1),
+]
+
+
+@pytest.mark.parametrize("cin,cout,k,pad,dil,groups", CASES)
+def test_conv_grads_match_torch(monkeypatch, cin, cout, k, pad, dil, groups):
+  monkeypatch.setattr(conv, "_BAND_BYTES", 512)  # 13 rows -> bands of 8 and 5 rows
+  m = Conv2d(cin, cout, k, 1, pad, dil, groups, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 13, 11, cin)).astype(np.float32)
+  if groups == 1:
+    assert conv._band_rows(jnp.asarray(x), m.kernel[...]) == 8
+  g = rng.normal(size=m(jnp.asarray(x)).shape).astype(np.float32)
+  for got, want in zip(_jax_grads(m, jnp.asarray(x), jnp.asarray(g)),
+                       _torch_grads(m, x, g, cin, cout, k, pad, dil, groups)):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, np.abs(want).max()), rtol=0)
