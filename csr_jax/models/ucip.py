@@ -20,8 +20,9 @@ Blind mode (`blind=True`, not in the official code) adds `prompts.i.task_head`
 their softmax mixes the prompt bank, PromptCIR-style, and task_id is not used.
 
 `residual='bicubic'` (not in the official code, no parameters) adds the bicubically upscaled
-input to the output, so a briefly trained model starts from the bicubic baseline; the CPU demo
-uses it (a few hundred steps do not teach the official tail to reproduce colours).
+input to the output and zero-initialises `conv_last`, so training starts exactly at the bicubic
+baseline; the CPU demo uses it (a few hundred steps do not teach the official tail to
+reproduce colours).
 """
 
 import math
@@ -263,6 +264,8 @@ class UCIP(nnx.Module):
     self.conv_up2 = _Conv(num_feat, num_feat, 3, keys)
     self.conv_hr = _Conv(num_feat, num_feat, 3, keys)
     self.conv_last = _Conv(num_feat, 3, 3, keys)
+    if residual == "bicubic":  # start exactly at the bicubic baseline; the branch then learns
+      self.conv_last.kernel.set_value(jnp.zeros_like(self.conv_last.kernel.get_value()))
 
   def _new_offset(self, j, depth):
     return j % self.intv == 0 and j != depth - 1
