@@ -38,7 +38,7 @@ def loader_rate(paths, *, batch, patch, workers, n_batches):
   return n_batches / dt
 
 
-def step_rate(paths, *, variant, batch, patch, n_steps):
+def step_rate(paths, *, variant, batch, patch, n_steps, remat=False):
   import jax
   from configs import ucip
   from csr_jax import optim, sharding, train
@@ -46,6 +46,8 @@ def step_rate(paths, *, variant, batch, patch, n_steps):
   from csr_jax.data import pipeline
   c = ucip.get_config(variant)
   c.data.batch_size, c.data.patch_size = batch, patch
+  if remat:  # per-block rematerialisation: batch 8 of `middle` otherwise needs a 48.8 GB buffer
+    c.model.overrides = {"remat": True}
   fam = train.family(c)
   mesh = sharding.make_mesh()
   graphdef, rest, params = train.build_model(c, mesh)
@@ -75,6 +77,7 @@ def main():
   p.add_argument("--workers", type=int, default=os.cpu_count())
   p.add_argument("--batches", type=int, default=100)
   p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--remat", action="store_true", help="rematerialise each UCIP block")
   a = p.parse_args()
   from csr_jax.data import source
   if a.data:
@@ -90,7 +93,7 @@ def main():
   print(f"loader: {lrate:.2f} batches/s ({a.workers} workers, batch {a.batch}, LR patch "
         f"{a.patch}, {len(source.TFRecordSource(paths))} records)", flush=True)
   srate, compile_s, devs = step_rate(paths, variant=a.variant, batch=a.batch, patch=a.patch,
-                                     n_steps=a.steps)
+                                     n_steps=a.steps, remat=a.remat)
   print(f"train step (UCIP {a.variant}): {srate:.3f} batches/s on {len(devs)} "
         f"{devs[0].platform} device(s) (compile + first step {compile_s:.1f} s)")
   print(f"ratio loader / train step: {lrate / srate:.1f}x "

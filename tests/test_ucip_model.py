@@ -115,3 +115,17 @@ def test_gradients_are_finite_and_reach_offsets():
   assert np.abs(off_grad).max() > 0
   bank_grad = np.asarray(g["prompts"][0]["prompt"][...])
   assert np.abs(bank_grad[2]).max() > 0 and not np.any(np.delete(bank_grad, 2, axis=0))
+
+
+def test_remat_gives_the_same_gradients():
+  """Per-block rematerialisation (for large batches) changes memory, not the maths."""
+  x = jnp.asarray(kodak_crop(16, 24, "kodim05"))
+  tid = jnp.array([2])
+  grads = []
+  for remat in (False, True):
+    model = models.create("ucip", "tiny", rngs=nnx.Rngs(4), remat=remat)
+    g = nnx.grad(lambda m: jnp.mean(jnp.abs(m(x, tid) - 0.5)))(model)
+    grads.append(jax.tree.leaves(nnx.state(g)))
+  assert len(grads[0]) == len(grads[1]) > 0
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-5)

@@ -236,7 +236,7 @@ class UCIP(nnx.Module):
   """`model(lr, task_id)`: lr [B, H, W, 3] in [0, 1], task_id int [B] -> [B, 4H, 4W, 3]."""
 
   def __init__(self, embed_dim=128, p_dim=64, depths=(6,) * 6, mlp_ratio=4.0, share_dim=2,
-               intv=2, num_task=6, num_basis=8, num_feat=64, blind=False, residual=None, *,
+               intv=2, num_task=6, num_basis=8, num_feat=64, blind=False, residual=None, remat=False, *,
                rngs: nnx.Rngs):
     if any(d < 2 for d in depths):
       raise ValueError(f"UCIP: every group needs >= 2 blocks (block 0 makes the offsets), "
@@ -247,6 +247,7 @@ class UCIP(nnx.Module):
     if residual not in (None, "bicubic"):
       raise ValueError(f"UCIP: residual must be None or 'bicubic', got {residual!r}")
     self.residual = residual
+    self.remat = remat  # recompute each block in the backward: activation memory O(1 block)
     keys = _Keys(rngs.params())
     self.patch_embed = OverlapPatchEmbed(3, embed_dim, keys=keys)
     self.blocks = nnx.List([
@@ -295,7 +296,7 @@ class UCIP(nnx.Module):
       for j, blk in enumerate(group):
         if self._new_offset(j, len(group)):
           x = self.pos_blocks[i](x)
-        x, offset = blk(x, prompt, offset)
+        x, offset = (nnx.remat(_call_block) if self.remat else _call_block)(blk, x, prompt, offset)
       x = x + res
     return x
 
@@ -316,11 +317,15 @@ class UCIP(nnx.Module):
     return out
 
 
+def _call_block(blk, x, prompt, offset):
+  return blk(x, prompt, offset)
+
+
 def create(variant: str = "middle", *, rngs: nnx.Rngs, **overrides) -> UCIP:
   """UCIP in a VARIANTS layout; overrides replace its keywords (e.g. blind=True)."""
   if variant not in VARIANTS:
     raise KeyError(f"unknown UCIP variant {variant!r}; known: {sorted(VARIANTS)}")
-  known = set(VARIANTS[variant]) | {"blind", "residual"}
+  known = set(VARIANTS[variant]) | {"blind", "residual", "remat"}
   unknown = sorted(set(overrides) - known)
   if unknown:
     raise TypeError(f"UCIP: unknown option(s) {unknown}; known: {sorted(known)}")
