@@ -44,10 +44,8 @@ def step_rate(paths, *, variant, batch, patch, n_steps, remat=False):
   from csr_jax import optim, sharding, train
   from csr_jax import step as step_lib
   from csr_jax.data import pipeline
-  c = ucip.get_config(variant)
+  c = ucip.get_config(f"{variant},remat={int(remat)}")
   c.data.batch_size, c.data.patch_size = batch, patch
-  if remat:  # per-block rematerialisation: batch 8 of `middle` otherwise needs a 48.8 GB buffer
-    c.model.overrides = {"remat": True}
   fam = train.family(c)
   mesh = sharding.make_mesh()
   graphdef, rest, params = train.build_model(c, mesh)
@@ -79,6 +77,8 @@ def main():
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--remat", action="store_true", help="rematerialise each UCIP block")
   a = p.parse_args()
+  from csr_jax import hostenv
+  hostenv.reexec_with_hugepages()
   from csr_jax.data import source
   if a.data:
     paths = source.find_shards(a.data)

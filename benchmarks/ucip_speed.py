@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from csr_jax import models  # pylint: disable=wrong-import-position
+from csr_jax import hostenv, models  # pylint: disable=wrong-import-position
 from tests.conftest import kodak_crop  # pylint: disable=wrong-import-position
 
 # Official PyTorch UCIP_Middle measured on this CPU (see the task brief): targets derive
@@ -145,8 +145,10 @@ def main():
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--no-torch", action="store_true")
   args = ap.parse_args()
+  hostenv.reexec_with_hugepages()
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.1f} (shared machine: timings are noisy)")
+        f"load average {os.getloadavg()[0]:.1f} (shared machine: timings are noisy); "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} (csr_jax.hostenv)")
   dot = dot_gflops(args.repeats)
   print(f"jnp.dot 2048^3 float32: {dot:.1f} GFLOP/s")
   model = models.create("ucip", "middle", rngs=nnx.Rngs(0))

@@ -14,7 +14,7 @@ from configs import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, variant="full", scale=2, steps=0, batch=0, workers=-1)
+  a = common.parse_arg(arg, variant="full", scale=2, **common.COMMON_ARGS)
   if a.scale not in (2, 3, 4):
     raise KeyError(f"configs/cisr.py: scale must be 2, 3 or 4, got {a.scale}")
   c = common.base_config()
@@ -59,10 +59,4 @@ def get_config(arg=None):
   else:
     raise KeyError(f"configs/cisr.py: unknown variant {a.variant!r} (full, tiny, small, demo)")
 
-  if a.steps:
-    c.total_steps = a.steps
-  if a.batch:
-    c.data.batch_size = a.batch
-  if a.workers >= 0:
-    c.data.num_workers = a.workers
-  return c
+  return common.apply_args(c, a)

@@ -20,6 +20,21 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(out)
 
 
+# 'variant,steps=N,batch=N,workers=N' tails every config accepts (0 / -1: keep the variant's).
+COMMON_ARGS = dict(steps=0, batch=0, workers=-1)
+
+
+def apply_args(c: ml_collections.ConfigDict, a: ml_collections.ConfigDict):
+  """Applies the COMMON_ARGS part of a parsed config argument to config `c`; returns `c`."""
+  if a.steps:
+    c.total_steps = a.steps
+  if a.batch:
+    c.data.batch_size = a.batch
+  if a.workers >= 0:
+    c.data.num_workers = a.workers
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every key the training job reads, with neutral defaults."""
   c = ml_collections.ConfigDict()

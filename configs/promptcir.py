@@ -16,7 +16,7 @@ from configs import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, variant="stage1", steps=0, batch=0, workers=-1)
+  a = common.parse_arg(arg, variant="stage1", **common.COMMON_ARGS)
   c = common.base_config()
   c.model.name = "promptcir"
   c.model.variant = "official"
@@ -68,10 +68,4 @@ def get_config(arg=None):
   else:
     raise KeyError(f"configs/promptcir.py: unknown variant {a.variant!r} (stage1, stage2, demo)")
 
-  if a.steps:
-    c.total_steps = a.steps
-  if a.batch:
-    c.data.batch_size = a.batch
-  if a.workers >= 0:
-    c.data.num_workers = a.workers
-  return c
+  return common.apply_args(c, a)

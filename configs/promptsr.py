@@ -9,7 +9,8 @@ halved at 250/400/450/475/490K; `x3`, `x4`, `x4_star` fine-tuned from x2 (`init_
 lr 2e-4 halved at 150/200/225/240K. All: batch 48, 64x64 LR patches, flips/rotations, L1,
 PSNR/SSIM on Y with a `scale`-pixel border. `demo` trains the small model on CPU with its own
 data. The x2 checkpoint's decoder conv (3*4 outputs) does not fit x3/x4 (3*9, 3*16): the
-fine-tune variants set `init_from_skip` so that conv keeps its fresh init.
+fine-tune variants set `init_from_skip` so that conv keeps its fresh init (x4_star also the 4th
+block of every group, which x2 does not have).
 """
 
 from configs import common
@@ -18,7 +19,7 @@ _SCALES = {"x2": 2, "x3": 3, "x4": 4, "x4_star": 4}
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, variant="x4", steps=0, batch=0, workers=-1)
+  a = common.parse_arg(arg, variant="x4", **common.COMMON_ARGS)
   c = common.base_config()
   c.model.name = "promptsr"
   c.model.use_task_id = False
@@ -45,6 +46,8 @@ def get_config(arg=None):
     c.optim.lr = 2e-4
     c.optim.milestones = (150_000, 200_000, 225_000, 240_000)
     c.init_from_skip = r"^upsample\.0\."  # the x2 decoder conv (3*4 outputs) does not fit
+    if a.variant == "x4_star":  # depth 4: each group's 4th block has no x2 counterpart
+      c.init_from_skip += r"|^layers\.\d+\.blocks\.3\."
   elif a.variant == "demo":
     c.model.variant, c.data.scale = "small", 4
     c.data.demo = True
@@ -65,10 +68,4 @@ def get_config(arg=None):
     raise KeyError(f"configs/promptsr.py: unknown variant {a.variant!r} "
                    f"({', '.join(list(_SCALES) + ['demo'])})")
 
-  if a.steps:
-    c.total_steps = a.steps
-  if a.batch:
-    c.data.batch_size = a.batch
-  if a.workers >= 0:
-    c.data.num_workers = a.workers
-  return c
+  return common.apply_args(c, a)

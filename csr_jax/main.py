@@ -52,4 +52,6 @@ def main(argv):
 FLAGS = flags.FLAGS
 
 if __name__ == "__main__":
+  from csr_jax import hostenv
+  hostenv.reexec_with_hugepages()
   app.run(main)

@@ -7,6 +7,7 @@ batch. Model families plug in through `FAMILIES` (batch fields, forward, loss, p
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Callable
 
@@ -221,6 +222,10 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> dict:
     start = int(jax.device_get(state["step"]))
     if stopper is not None and start:
       stopper.best = ckpt.best_metric_value()
+    if stopper is not None and _agree(primary and _early_stopped(workdir) is not None):
+      logging.info("%s: this run stopped early; not training further (delete the file to "
+                   "continue)", os.path.join(workdir, EARLY_STOP_FILE))
+      start = total
     if start == 0 and run_eval is not None and config.eval.get("at_start", False):
       last_eval = _evaluate(run_eval, state, config, logger, 0, primary)
     for step in range(start + 1, total + 1):
@@ -261,6 +266,8 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> dict:
           ckpt.wait()
           hooks.after_checkpoint(step)
       if stop:
+        if primary:
+          _write_early_stop(workdir, step, best, eval_metrics[best], stopper)
         break
   finally:
     ckpt.close()
@@ -272,6 +279,27 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> dict:
   if primary and config.get("report") and run_eval is not None:
     write_report(config, workdir, _apply_fn(run_eval, state, config), fam)
   return state, last_eval
+
+
+EARLY_STOP_FILE = "early_stopped.json"
+
+
+def _write_early_stop(workdir, step, metric, value, stopper):
+  """Marks the workdir so that relaunching the same command does not train on past the stop."""
+  path = os.path.join(workdir, EARLY_STOP_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump({"step": step, "metric": metric, "value": float(value),
+               "best": float(stopper.best), "patience": stopper.patience}, f)
+  os.replace(path + ".tmp", path)
+
+
+def _early_stopped(workdir) -> int | None:
+  """The step at which this workdir's run stopped early, or None."""
+  path = os.path.join(workdir, EARLY_STOP_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return int(json.load(f)["step"])
 
 
 class EarlyStop:

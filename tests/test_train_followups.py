@@ -2,6 +2,7 @@
 fine-tuning, an overridable eval.crop_border, and the one strict flat-params loader."""
 
 import csv
+import json
 import os
 
 import jax
@@ -73,6 +74,24 @@ def test_init_from_skip_keeps_the_mismatched_decoder_fresh(tmp_path):
   # An abstract target cannot keep a skipped parameter fresh.
   with pytest.raises(ValueError, match="upsample.0.bias matches skip"):
     checkpoint.load_params(str(tmp_path / "x2"), sharding.abstract_like(fresh, repl), skip=skip)
+
+
+def test_x4_star_skip_covers_the_blocks_x2_lacks(tmp_path):
+  """x4_star (depth 4) from x2 (depth 3): the skip keeps upsample.0 and every group's 4th
+  block fresh; everything else loads strictly from the x2 checkpoint."""
+  mk = lambda upscale, depth, seed: nnx.to_pure_dict(nnx.state(models.create(
+      "promptsr", "small", rngs=nnx.Rngs(seed), upscale=upscale, depth=depth), nnx.Param))
+  x2 = jax.tree.map(np.asarray, mk(2, 3, seed=1))
+  orbax_io.write_params(tmp_path / "x2", x2)
+  fresh = jax.device_put(mk(4, 4, seed=0), sharding.replicated(sharding.make_mesh()))
+  skip = promptsr.get_config("x4_star").init_from_skip
+  got = orbax_io.flatten(checkpoint.load_params(str(tmp_path / "x2"), fresh, skip=skip))
+  flat_x2, flat_fresh = orbax_io.flatten(x2), orbax_io.flatten(fresh)
+  kept = sorted(k for k in got if k not in flat_x2 or flat_x2[k].shape != got[k].shape)
+  assert kept and all(k.startswith("upsample.0.") or ".blocks.3." in k for k in kept)
+  for k, v in got.items():
+    want = flat_fresh[k] if k in kept else flat_x2[k]
+    np.testing.assert_array_equal(np.asarray(v), np.asarray(want))
 
 
 def test_strict_loader_is_shared_by_convert_checkpoint_and_benchmark():
@@ -147,6 +166,14 @@ def test_cisr_stops_when_validation_psnr_falls(cisr_run):
   kept = sorted(int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit())
   best = max(val, key=lambda s: val[s]["psnr_y"])
   assert kept == sorted({best, expected})  # the last and the best
+  with open(wd / train.EARLY_STOP_FILE) as f:
+    marker = json.load(f)
+  assert marker["step"] == expected and marker["metric"] == "psnr_y"
+  assert marker["value"] == pytest.approx(val[expected]["psnr_y"], abs=1e-4)
+  # Relaunching the same command keeps the stopped run: no further steps, nothing new saved.
+  again, _ = train.train_and_evaluate(c, str(wd))
+  assert int(again["step"]) == expected
+  assert sorted(int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit()) == kept
 
 
 def test_cisr_benchmark_writes_per_step_table(cisr_run, tmp_path):

@@ -123,9 +123,13 @@ def test_remat_gives_the_same_gradients():
   tid = jnp.array([2])
   grads = []
   for remat in (False, True):
-    model = models.create("ucip", "tiny", rngs=nnx.Rngs(4), remat=remat)
-    g = nnx.grad(lambda m: jnp.mean(jnp.abs(m(x, tid) - 0.5)))(model)
-    grads.append(jax.tree.leaves(nnx.state(g)))
+    graphdef, params = nnx.split(models.create("ucip", "tiny", rngs=nnx.Rngs(4), remat=remat))
+    loss = lambda p: jnp.mean(jnp.abs(nnx.merge(graphdef, p)(x, tid) - 0.5))
+    grads.append(jax.tree.leaves(jax.jit(jax.grad(loss))(params)))
   assert len(grads[0]) == len(grads[1]) > 0
+  # float32 sums in another fusion order differ by round-off, measured against the largest
+  # gradient: the biases right before SPADE's instance norm have a true gradient of zero, so
+  # theirs is all round-off.
+  scale = max(np.abs(np.asarray(a)).max() for a in grads[0])
   for a, b in zip(*grads):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-5)
+    assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-5 * scale

@@ -16,6 +16,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from csr_jax.layers.conv import Conv2d, Linear
+from csr_jax.layers.norm import LayerNorm
+
 
 class ConversionError(ValueError):
   """A state_dict does not match the model's table; the message lists every offending key.
@@ -73,6 +76,36 @@ def auto_entry(jax_path: str, ndim: int) -> Entry:
   if leaf == "scale":
     return Entry(prefix + "weight", jax_path)
   return Entry(jax_path, jax_path)
+
+
+def ordered_table(mod, order: Mapping[type, tuple], prefix: str = "", family: str = "") -> list[Entry]:
+  """Entries of `mod` in torch state_dict order, for modules whose torch registration order
+  differs from attribute order. Conv2d / Linear / LayerNorm leaves follow the standard rule
+  (`kernel` -> `weight` with the conv/linear transform, `scale` -> `weight`); any other module
+  type needs `order[type] = (own, children)`: its own parameters in torch order (a name kept on
+  both sides, or a (torch_name, jax_name, transform) triple), then its children's attribute
+  names in registration order. None (activation slots, absent optional modules) has none."""
+  if mod is None:
+    return []
+  if isinstance(mod, nnx.List):
+    return [e for i, child in enumerate(mod)
+            for e in ordered_table(child, order, f"{prefix}{i}.", family)]
+  if isinstance(mod, (Conv2d, Linear)):
+    out = [Entry(prefix + "weight", prefix + "kernel",
+                 "conv" if isinstance(mod, Conv2d) else "linear")]
+    return out + ([Entry(prefix + "bias", prefix + "bias")] if mod.bias is not None else [])
+  if isinstance(mod, LayerNorm):
+    out = [Entry(prefix + "weight", prefix + "scale")]
+    return out + ([Entry(prefix + "bias", prefix + "bias")] if mod.bias is not None else [])
+  if type(mod) not in order:
+    raise TypeError(f"convert {family}: no torch order known for {type(mod).__name__} at "
+                    f"{prefix.rstrip('.') or '<root>'}")
+  own, children = order[type(mod)]
+  out = [Entry(prefix + o, prefix + o) if isinstance(o, str)
+         else Entry(prefix + o[0], prefix + o[1], o[2]) for o in own]
+  for name in children:
+    out += ordered_table(getattr(mod, name), order, f"{prefix}{name}.", family)
+  return out
 
 
 def auto_table(model, overrides: Mapping[str, Entry] | None = None) -> list[Entry]:

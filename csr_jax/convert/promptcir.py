@@ -15,8 +15,6 @@ from flax import nnx
 from csr_jax import models
 from csr_jax.convert import core
 from csr_jax.convert.core import Entry
-from csr_jax.layers.conv import Conv2d, Linear
-from csr_jax.layers.norm import LayerNorm
 from csr_jax.layers.ocab import relative_position_index_oca
 from csr_jax.layers.restormer import GDFN, MDTA
 from csr_jax.layers.window import WindowAttention, relative_position_index
@@ -51,24 +49,7 @@ _ORDER = {
 
 def module_table(mod, prefix: str = "") -> list[Entry]:
   """Entries of any PromptCIR (sub)module in torch order; block-level tests load twins with it."""
-  if mod is None:
-    return []
-  if isinstance(mod, nnx.List):
-    return [e for i, child in enumerate(mod) for e in module_table(child, f"{prefix}{i}.")]
-  if isinstance(mod, (Conv2d, Linear)):
-    out = [Entry(prefix + "weight", prefix + "kernel",
-                 "conv" if isinstance(mod, Conv2d) else "linear")]
-    return out + ([Entry(prefix + "bias", prefix + "bias")] if mod.bias is not None else [])
-  if isinstance(mod, LayerNorm):
-    out = [Entry(prefix + "weight", prefix + "scale")]
-    return out + ([Entry(prefix + "bias", prefix + "bias")] if mod.bias is not None else [])
-  if type(mod) not in _ORDER:
-    raise TypeError(f"promptcir table: no torch order for {type(mod).__name__} at {prefix!r}")
-  own, children = _ORDER[type(mod)]
-  out = [Entry(prefix + name, prefix + name) for name in own]
-  for name in children:
-    out += module_table(getattr(mod, name), f"{prefix}{name}.")
-  return out
+  return core.ordered_table(mod, _ORDER, prefix, family="promptcir")
 
 
 def table(model: m.PromptCIR) -> list[Entry]:

@@ -8,11 +8,7 @@ the model in torch's `state_dict()` order: a module's own parameters first (`ATM
 shape (num_task, num_basis, 1, 1, p) and is copied. Works on abstract models too.
 """
 
-from flax import nnx
-
-from csr_jax.convert.core import Entry
-from csr_jax.layers.conv import Conv2d, Linear
-from csr_jax.layers.norm import LayerNorm
+from csr_jax.convert.core import Entry, ordered_table
 from csr_jax.models import ucip as m
 
 # Per module type: own parameters (torch order), then children (registration order).
@@ -30,28 +26,6 @@ _ORDER = {
 }
 
 
-def _entries(prefix: str, mod) -> list[Entry]:
-  if mod is None:  # activation slots of a torch Sequential, absent optional modules
-    return []
-  if isinstance(mod, nnx.List):
-    return [e for i, child in enumerate(mod) for e in _entries(f"{prefix}{i}.", child)]
-  if isinstance(mod, (Conv2d, Linear)):
-    out = [Entry(prefix + "weight", prefix + "kernel",
-                 "conv" if isinstance(mod, Conv2d) else "linear")]
-    return out + ([Entry(prefix + "bias", prefix + "bias")] if mod.bias is not None else [])
-  if isinstance(mod, LayerNorm):
-    out = [Entry(prefix + "weight", prefix + "scale")]
-    return out + ([Entry(prefix + "bias", prefix + "bias")] if mod.bias is not None else [])
-  if type(mod) not in _ORDER:
-    raise TypeError(f"convert.ucip: no torch order known for {type(mod).__name__} at "
-                    f"{prefix.rstrip('.') or '<root>'}")
-  own, children = _ORDER[type(mod)]
-  out = [Entry(prefix + t, prefix + j, tf) for t, j, tf in own]
-  for name in children:
-    out += _entries(f"{prefix}{name}.", getattr(mod, name))
-  return out
-
-
 def table(model: m.UCIP) -> list[Entry]:
   """Entries in the official state_dict order (1066 for `middle`)."""
-  return _entries("", model)
+  return ordered_table(model, _ORDER, family="ucip")

@@ -37,6 +37,7 @@ from csr_jax.layers.act import gelu, leaky_relu, relu
 from csr_jax.layers.axial import axial_sample
 from csr_jax.layers.conv import Conv2d, Linear
 from csr_jax.layers.norm import LayerNorm, instance_norm
+from csr_jax.layers.remat import sequenced_checkpoint
 from csr_jax.layers.resize import resize_bicubic, upsample_nearest
 
 VARIANTS = {
@@ -185,8 +186,13 @@ class DynamicActiveBlock(nnx.Module):
     """Returns (x, offset); offset [B, H, W, 2C] is computed here when this block owns
     an offset_layer, else the caller's is used."""
     if self.offset_layer is not None:
-      o = self.offset_layer[1](self.offset_layer[0](jnp.concatenate([x, prompt], -1)))
-      offset = jnp.repeat(o, self.share_dim, axis=-1)  # torch repeat_interleave
+      # torch repeat_interleave of the Linear's output, applied to its columns instead: the
+      # same values, and XLA:CPU runs the wider matmul ~3x faster than the narrow one fused
+      # with the interleave.
+      norm, lin = self.offset_layer
+      kernel = jnp.repeat(lin.kernel[...], self.share_dim, axis=1)
+      bias = jnp.repeat(lin.bias[...], self.share_dim)
+      offset = norm(jnp.concatenate([x, prompt], -1)) @ kernel + bias
     x = x + self.atm(self.norm1(x), offset)
     x = x + self.mlp(self.norm2(x))
     return self.spade(x, prompt), offset
@@ -282,10 +288,10 @@ class UCIP(nnx.Module):
       task_id = jnp.broadcast_to(task_id, (batch,))
     if task_id.shape != (batch,):
       raise ValueError(f"UCIP: task_id shape {task_id.shape} != ({batch},)")
-    if not isinstance(task_id, jax.core.Tracer):
-      bad = (task_id < 0) | (task_id >= self.num_task)
-      if bool(jnp.any(bad)):
-        raise ValueError(f"UCIP: task_id {task_id.tolist()} outside 0..{self.num_task - 1}")
+    if not isinstance(task_id, jax.core.Tracer):  # concrete (possibly closed over in a jit)
+      ids = np.asarray(task_id)
+      if np.any((ids < 0) | (ids >= self.num_task)):
+        raise ValueError(f"UCIP: task_id {ids.tolist()} outside 0..{self.num_task - 1}")
     return task_id
 
   def forward_blocks(self, x, task_id):
@@ -296,7 +302,7 @@ class UCIP(nnx.Module):
       for j, blk in enumerate(group):
         if self._new_offset(j, len(group)):
           x = self.pos_blocks[i](x)
-        x, offset = (nnx.remat(_call_block) if self.remat else _call_block)(blk, x, prompt, offset)
+        x, offset = (_remat_block if self.remat else _call_block)(blk, x, prompt, offset)
       x = x + res
     return x
 
@@ -319,6 +325,13 @@ class UCIP(nnx.Module):
 
 def _call_block(blk, x, prompt, offset):
   return blk(x, prompt, offset)
+
+
+def _remat_block(blk, x, prompt, offset):
+  """blk(x, prompt, offset) keeping only its inputs for the backward (layers.remat)."""
+  graphdef, state = nnx.split(blk)
+  call = lambda s, *a: nnx.merge(graphdef, s)(*a)
+  return sequenced_checkpoint(call)(state, x, prompt, offset)
 
 
 def create(variant: str = "middle", *, rngs: nnx.Rngs, **overrides) -> UCIP:

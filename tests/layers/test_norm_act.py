@@ -54,6 +54,14 @@ def test_gelu_is_exact_erf():
   assert np.abs(tanh_approx - want).max() > 1e-4
 
 
+def test_gelu_gradient_matches_torch():
+  x = np.linspace(-8, 8, 1601, dtype=np.float32)
+  xt = torch.from_numpy(x).requires_grad_()
+  torch.nn.GELU()(xt).sum().backward()
+  got = jax.vmap(jax.grad(gelu))(jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(got), xt.grad.numpy(), atol=2e-6, rtol=0)
+
+
 @pytest.mark.parametrize("slope", [0.01, 0.2])
 def test_leaky_relu_matches_torch(slope):
   x = _x((3, 50), seed=4, shift=0.0)
