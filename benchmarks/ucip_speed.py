@@ -7,7 +7,9 @@ batch 1) and train step (batch 2, L1 loss, grads, optax Adam update, donated sta
 FLOP count of each compiled program and the GFLOP/s it reaches as a fraction of a large
 jnp.dot timed in the same run; then the same forward / train step of the PyTorch twin
 (`csr_jax.torch_twins.ucip`, same weights) and the torch/JAX time ratios. Times are medians
-of `--repeats`; the CPU is shared, so compare ratios from one run, not figures across runs.
+of `--repeats` (forwards: 3x as many); the CPU is shared, so compare ratios from one run, not
+figures across runs. Re-runs itself with huge-page malloc (csr_jax.hostenv;
+CSR_JAX_HUGEPAGES=0 to compare without).
 """
 
 import argparse
@@ -72,7 +74,7 @@ def bench_jax(model, repeats, dot):
   lr1, _, t1 = batch(1)
   fwd = jax.jit(lambda p, x, t: nnx.merge(graphdef, p)(x, t))
   fwd_c, fwd_compile, fwd_flops = compile_timed(fwd, params, lr1, t1)
-  fwd_s, _ = timed(lambda: fwd_c(params, lr1, t1), repeats)
+  fwd_s, _ = timed(lambda: fwd_c(params, lr1, t1), 3 * repeats)  # ~1 s each: more repeats
 
   params = jax.tree.map(jnp.copy, params)  # the step donates these; the model keeps its own
   tx = optax.adam(2e-4)
@@ -120,7 +122,7 @@ def bench_torch(model, repeats):
   net.eval()
   with torch.no_grad():
     net(x1, torch.from_numpy(t1))  # warm-up
-    fwd_s, _ = timed(lambda: net(x1, torch.from_numpy(t1)), repeats)
+    fwd_s, _ = timed(lambda: net(x1, torch.from_numpy(t1)), 3 * repeats)
   net.train()
   opt = torch.optim.Adam(net.parameters(), lr=2e-4)
   lr2, hr2, t2 = batch(2)
