@@ -1,6 +1,10 @@
 """Loader throughput vs the UCIP train step, in one run (the loader must not be the bottleneck).
 
   .venv/bin/python benchmarks/loader_bench.py [--data DIR] [--workers 2] [--variant middle]
+      [--remat]
+
+On a 24 GB CPU host `middle` at batch 8 needs `--remat` (configs/ucip.py `remat=1`: 4.3 GB of
+XLA temporaries instead of 33 GB).
 
 Without --data, the Kodak photos (../shared/datasets/kodak) go through the prep step (x4, JPEG
 q10-40) into a temporary folder. Prints the loader's batches/s alone (Grain workers decoding,
