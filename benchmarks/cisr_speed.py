@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from csr_jax import models  # noqa: E402
 from csr_jax.layers.non_local import non_local_mean  # noqa: E402
 from tests.conftest import kodak_crop  # noqa: E402
+# Compile times must be real: tests.conftest turns on a persistent XLA cache.
+jax.config.update("jax_enable_compilation_cache", False)
 
 
 def jpeg_crop(size: int) -> np.ndarray:

@@ -28,6 +28,8 @@ from csr_jax.convert import promptcir as convert  # noqa: E402
 from csr_jax.models import promptcir  # noqa: E402
 from csr_jax.torch_twins import promptcir as twin  # noqa: E402
 from tests.conftest import kodak_path, load_rgb  # noqa: E402
+# Compile times must be real: tests.conftest turns on a persistent XLA cache.
+jax.config.update("jax_enable_compilation_cache", False)
 
 
 def jpeg(img: np.ndarray, quality: int = 10) -> np.ndarray:

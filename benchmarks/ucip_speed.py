@@ -27,6 +27,8 @@ from flax import nnx
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from csr_jax import hostenv, models  # pylint: disable=wrong-import-position
 from tests.conftest import kodak_crop  # pylint: disable=wrong-import-position
+# Compile times must be real: tests.conftest turns on a persistent XLA cache.
+jax.config.update("jax_enable_compilation_cache", False)
 
 # Official PyTorch UCIP_Middle measured on this CPU (see the task brief): targets derive
 # from these.
