@@ -296,7 +296,7 @@ class PromptCIR(nnx.Module):
     self.refinement = restormer(d2, num_refinement_blocks, heads[0])
     self.output = Conv2d(d2, out_channels, 3, 1, 1, bias=bias, rngs=rngs)
     # MyModel._init_weights: every nn.Linear gets trunc_normal(std=.02) weights and zero bias.
-    for _, m in self.iter_modules():
+    for _, m in nnx.iter_modules(self):
       if isinstance(m, Linear):
         m.kernel.set_value(trunc_normal(rngs.params(), m.kernel.shape))
         if m.bias is not None:
