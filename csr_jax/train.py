@@ -222,7 +222,7 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> dict:
     start = int(jax.device_get(state["step"]))
     if stopper is not None and start:
       stopper.best = ckpt.best_metric_value()
-    if stopper is not None and _agree(primary and _early_stopped(workdir) is not None):
+    if stopper is not None and _agree(primary and _early_stopped(workdir)):
       logging.info("%s: this run stopped early; not training further (delete the file to "
                    "continue)", os.path.join(workdir, EARLY_STOP_FILE))
       start = total
@@ -293,13 +293,8 @@ def _write_early_stop(workdir, step, metric, value, stopper):
   os.replace(path + ".tmp", path)
 
 
-def _early_stopped(workdir) -> int | None:
-  """The step at which this workdir's run stopped early, or None."""
-  path = os.path.join(workdir, EARLY_STOP_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return int(json.load(f)["step"])
+def _early_stopped(workdir) -> bool:
+  return os.path.exists(os.path.join(workdir, EARLY_STOP_FILE))
 
 
 class EarlyStop:

@@ -78,7 +78,8 @@ def auto_entry(jax_path: str, ndim: int) -> Entry:
   return Entry(jax_path, jax_path)
 
 
-def ordered_table(mod, order: Mapping[type, tuple], prefix: str = "", family: str = "") -> list[Entry]:
+def ordered_table(mod, order: Mapping[type, tuple], prefix: str = "",
+                  family: str = "") -> list[Entry]:
   """Entries of `mod` in torch state_dict order, for modules whose torch registration order
   differs from attribute order. Conv2d / Linear / LayerNorm leaves follow the standard rule
   (`kernel` -> `weight` with the conv/linear transform, `scale` -> `weight`); any other module
@@ -188,13 +189,7 @@ def from_torch(table: list[Entry], model, state_dict: Mapping, source: str = "st
       shape_bad.append(f"{e.torch_key}: got {tuple(arr.shape)}, expected {tuple(torch_shape)}")
       continue
     values[e.jax_path] = new
-  problems = []
-  if missing:
-    problems.append(f"missing keys ({len(missing)}): {missing[:20]}")
-  if sd:
-    problems.append(f"unexpected keys ({len(sd)}): {list(sd)[:20]}")
-  if shape_bad:
-    problems.append(f"mis-shaped keys ({len(shape_bad)}): {shape_bad[:20]}")
+  problems = _problems(missing, list(sd), shape_bad, noun=" keys")
   if problems:
     raise ConversionError(f"{source}: does not match the model layout; " + "; ".join(problems))
   state = nnx.state(model, nnx.Param)
@@ -203,6 +198,12 @@ def from_torch(table: list[Entry], model, state_dict: Mapping, source: str = "st
     var.set_value(jnp.asarray(values[path_str(p)], dtype=var.get_value().dtype))
   nnx.update(model, nnx.from_flat_state(flat))
   return model
+
+
+def _problems(missing: list, unexpected: list, misshaped: list, noun: str = "") -> list[str]:
+  """The parts of a strict loader's one-line error: each non-empty list, counted, first 20."""
+  parts = (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+  return [f"{what}{noun} ({len(items)}): {items[:20]}" for what, items in parts if items]
 
 
 def _shape(v) -> tuple:
@@ -232,14 +233,7 @@ def match_flat(want: Mapping[str, object], flat: Mapping[str, object], source: s
       bad.append((key, _shape(v), _shape(ref)))
       continue
     values[key] = v
-  problems = []
-  if missing:
-    problems.append(f"missing ({len(missing)}): {missing[:20]}")
-  if flat:
-    problems.append(f"unexpected ({len(flat)}): {sorted(flat)[:20]}")
-  if bad:
-    problems.append(f"mis-shaped ({len(bad)}): "
-                    f"{[f'{k}: got {g}, expected {e}' for k, g, e in bad[:20]]}")
+  problems = _problems(missing, sorted(flat), [f"{k}: got {g}, expected {e}" for k, g, e in bad])
   if problems:
     raise ConversionError(f"{source}: parameters do not match the model; " + "; ".join(problems),
                           missing, sorted(flat), bad)

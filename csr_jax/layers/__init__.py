@@ -12,4 +12,5 @@ from csr_jax.layers.blocking import blocking_edges
 from csr_jax.layers.category_attention import category_attention
 from csr_jax.layers.non_local import NonLocal, non_local_mean
 from csr_jax.layers.ocab import overlap_cross_attention, overlapping_windows
+from csr_jax.layers.remat import sequenced_checkpoint
 from csr_jax.layers.restormer import GDFN, MDTA

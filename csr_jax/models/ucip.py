@@ -242,8 +242,8 @@ class UCIP(nnx.Module):
   """`model(lr, task_id)`: lr [B, H, W, 3] in [0, 1], task_id int [B] -> [B, 4H, 4W, 3]."""
 
   def __init__(self, embed_dim=128, p_dim=64, depths=(6,) * 6, mlp_ratio=4.0, share_dim=2,
-               intv=2, num_task=6, num_basis=8, num_feat=64, blind=False, residual=None, remat=False, *,
-               rngs: nnx.Rngs):
+               intv=2, num_task=6, num_basis=8, num_feat=64, blind=False, residual=None,
+               remat=False, *, rngs: nnx.Rngs):
     if any(d < 2 for d in depths):
       raise ValueError(f"UCIP: every group needs >= 2 blocks (block 0 makes the offsets), "
                        f"got depths={depths}")

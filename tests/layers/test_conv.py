@@ -49,7 +49,8 @@ def test_conv2d_matches_torch(cin, cout, k, stride, pad, dil, groups, bias):
 
 
 def test_conv2d_init_is_torch_default():
-  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, as torch's kaiming_uniform(a=sqrt(5))."""
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, as torch's
+  kaiming_uniform(a=sqrt(5))."""
   m = Conv2d(32, 64, 3, rngs=nnx.Rngs(0))
   bound = 1 / np.sqrt(32 * 9)
   for v in (np.asarray(m.kernel[...]), np.asarray(m.bias[...])):
