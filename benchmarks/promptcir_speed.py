@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from csr_jax.convert import promptcir as convert  # noqa: E402
+from csr_jax import convert  # noqa: E402
 from csr_jax.models import promptcir  # noqa: E402
 from csr_jax.torch_twins import promptcir as twin  # noqa: E402
 from tests.conftest import kodak_path, load_rgb  # noqa: E402
@@ -64,7 +64,7 @@ def main(argv=None):
   import torch
   torch.manual_seed(0)
   net = twin.create(a.variant).eval()
-  model = convert.load(a.variant, net.state_dict())
+  model = convert.from_torch("promptcir", a.variant, net.state_dict())
   fwd = promptcir.jit_forward(model)
   img = load_rgb(kodak_path(a.image))
   lq = jpeg(img, 10)

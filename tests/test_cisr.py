@@ -12,7 +12,7 @@ from PIL import Image
 
 from csr_jax import models
 from csr_jax.convert import core
-from csr_jax.convert import cisr as convert_cisr
+from csr_jax.models import cisr as cisr_model
 from csr_jax.models import cisr
 from tests.conftest import kodak_crop
 
@@ -106,7 +106,7 @@ def test_split_copies_guide_is_aligned_copy():
 def test_table_follows_twin_order():
   torch_twin = pytest.importorskip("csr_jax.torch_twins.cisr")
   model = models.abstract("cisr", "small_x3")
-  keys = [e.torch_key for e in convert_cisr.table(model)]
+  keys = [e.torch_key for e in cisr_model.torch_table(model)]
   assert keys == list(torch_twin.create("small_x3").state_dict())
 
 
@@ -115,7 +115,7 @@ def test_matches_torch_twin(variant, lr):
   torch = pytest.importorskip("torch")
   from csr_jax.torch_twins import cisr as twin
   model = models.create("cisr", variant, rngs=nnx.Rngs(1))
-  sd = core.to_torch(convert_cisr.table(model), model)
+  sd = core.to_torch(cisr_model.torch_table(model), model)
   ref_model = twin.create(variant)
   ref_model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
   task = [0, 5]
@@ -130,10 +130,10 @@ def test_matches_torch_twin(variant, lr):
 
 def test_conversion_round_trip_and_strictness():
   model = models.create("cisr", "small_x2", rngs=nnx.Rngs(3))
-  table = convert_cisr.table(model)
+  table = cisr_model.torch_table(model)
   sd = core.to_torch(table, model)
   other = models.create("cisr", "small_x2", rngs=nnx.Rngs(4))
-  core.from_torch(convert_cisr.table(other), other, sd)
+  core.from_torch(cisr_model.torch_table(other), other, sd)
   a, b = core.flat_params(model), core.flat_params(other)
   assert a.keys() == b.keys()
   assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)

@@ -8,7 +8,9 @@ import torch
 
 from csr_jax import models
 from csr_jax.convert import core
-from csr_jax.convert import promptcir as convert
+from csr_jax import convert
+from csr_jax.convert import core
+from csr_jax.models import promptcir as pcir
 from csr_jax.models import promptcir
 from csr_jax.torch_twins import promptcir as twin
 from tests.conftest import kodak_crop
@@ -29,13 +31,13 @@ def _randomised_twin(variant, seed=0, scale=0.02):
 def official():
   """(twin state_dict, JAX model loaded from it) at the official size; built once."""
   sd = twin.create("official").state_dict()
-  return sd, convert.load("official", sd)
+  return sd, convert.from_torch("promptcir", "official", sd)
 
 
 @pytest.fixture(scope="module")
 def small():
   net = _randomised_twin("small")
-  return net, convert.load("small", net.state_dict())
+  return net, convert.from_torch("promptcir", "small", net.state_dict())
 
 
 def test_official_parameter_count(official):
@@ -45,7 +47,7 @@ def test_official_parameter_count(official):
 
 def test_official_table_matches_twin_state_dict(official):
   sd, model = official
-  table = convert.table(model)
+  table = pcir.torch_table(model)
   assert len(table) == 870 and sum(e.jax_path is None for e in table) == 2
   assert [e.torch_key for e in table] == list(sd)
   for e in table[:2]:
@@ -55,7 +57,7 @@ def test_official_table_matches_twin_state_dict(official):
 
 def test_official_export_loads_strictly_and_round_trips(official):
   sd, model = official
-  out = convert.to_torch(model)
+  out = convert.to_torch("promptcir", model)
   assert list(out) == list(sd)
   assert all(out[k].shape == tuple(sd[k].shape) and np.array_equal(out[k], sd[k].numpy())
              for k in sd)
@@ -73,11 +75,11 @@ def test_import_is_strict(small):
   sd["extra.weight"] = torch.zeros(1)
   sd["output.weight"] = torch.zeros(3, 7, 3, 3)
   with pytest.raises(core.ConversionError, match=r"prompt2\.prompt.*extra\.weight.*output\.weight"):
-    convert.from_torch(model, sd, source="bad.pth")
+    core.from_torch(pcir.torch_table(model), model, sd, source="bad.pth")
   bad_buffer = dict(net.state_dict())
   bad_buffer["relative_position_index_OCA"] = bad_buffer["relative_position_index_OCA"] + 1
   with pytest.raises(core.ConversionError, match="relative_position_index_OCA"):
-    convert.from_torch(model, bad_buffer)
+    core.from_torch(pcir.torch_table(model), model, bad_buffer)
 
 
 def test_small_matches_twin_on_kodak_crop(small):
@@ -125,7 +127,7 @@ def test_tile_forward_averages_overlaps():
 
 def test_restore_ensembles_checkpoints_and_transpose(small):
   m1 = small[1]
-  m2 = convert.load("small", _randomised_twin("small", seed=5).state_dict())
+  m2 = convert.from_torch("promptcir", "small", _randomised_twin("small", seed=5).state_dict())
   x = kodak_crop(40, 56, "kodim19", top=300, left=200)
   both = promptcir.restore([m1, m2], x, tile=32, overlap=8)
   one = [promptcir.restore(m, x, tile=32, overlap=8) for m in (m1, m2)]

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import torch
 from flax import nnx
 
-from csr_jax.convert.promptcir import load_module
+from csr_jax.convert.core import load_module
+from csr_jax.models.promptcir import module_table
 from csr_jax.layers.ocab import relative_position_index_oca
 from csr_jax.layers.resize import pixel_unshuffle
 from csr_jax.layers.window import relative_position_index, shift_attention_mask
@@ -32,7 +33,7 @@ def load_perturbed(make, tmod, seed=0, scale=0.2):
   with torch.no_grad():
     for p in tmod.parameters():
       p.add_(scale * torch.randn(p.shape, generator=g))
-  return load_module(make, tmod.state_dict()), tmod.eval()
+  return load_module(make, tmod.state_dict(), module_table), tmod.eval()
 
 
 def close(got, want, rel=1e-5):

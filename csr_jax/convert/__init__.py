@@ -1,6 +1,6 @@
 """JAX <-> PyTorch checkpoint conversion, generic over model families.
 
-Each family has `csr_jax/convert/<name>.py` exposing `table(model) -> list[core.Entry]` in the
+Each family's spec (`csr_jax.models.<name>.SPEC.torch_table(model) -> list[core.Entry]`) gives the
 official `state_dict()` order; these functions dispatch on the family name:
 
   sd = to_torch("ucip", model)                      # {torch_key: np.ndarray}, official order
@@ -10,7 +10,6 @@ Loading is strict in both directions: missing, unexpected and mis-shaped keys ar
 in one `ConversionError`.
 """
 
-import importlib
 import os
 from typing import Mapping
 
@@ -24,19 +23,10 @@ __all__ = ["ConversionError", "Entry", "table", "to_torch", "from_torch", "load_
            "save_torch_file", "load_flat_params", "flat_params"]
 
 
-def _family(name: str):
-  try:
-    return importlib.import_module(f"csr_jax.convert.{name}")
-  except ModuleNotFoundError as exc:
-    if exc.name != f"csr_jax.convert.{name}":
-      raise
-    raise KeyError(f"no converter for model family {name!r} "
-                   f"(expected csr_jax/convert/{name}.py)") from None
-
-
 def table(name: str, model) -> list[Entry]:
   """The family's conversion table for this model instance (its depths, options)."""
-  return _family(name).table(model)
+  from csr_jax import models
+  return models.spec(name).torch_table(model)
 
 
 def to_torch(name: str, model) -> dict[str, np.ndarray]:
@@ -63,9 +53,9 @@ def from_torch(name: str, variant: str, state_dict_or_path, *, container_key: st
   if isinstance(sd, (str, os.PathLike)):
     source = os.fspath(sd)
     sd = load_torch_file(sd, container_key)
-  model = models.create(name, variant, rngs=rngs if rngs is not None else nnx.Rngs(0),
-                        **overrides)
-  return core.from_torch(table(name, model), model, _strip_module_prefix(sd), source=source)
+  make = lambda: models.create(name, variant, rngs=rngs if rngs is not None else nnx.Rngs(0),
+                               **overrides)
+  return core.load_module(make, _strip_module_prefix(sd), lambda m: table(name, m), source)
 
 
 def save_torch_file(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:

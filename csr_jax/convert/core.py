@@ -200,6 +200,16 @@ def from_torch(table: list[Entry], model, state_dict: Mapping, source: str = "st
   return model
 
 
+def load_module(make, state_dict, table_fn, source: str = "state_dict"):
+  """`make()`'s module (a model or any block) holding `state_dict`'s weights, built without a
+  random init: the structure comes from `nnx.eval_shape` (tracing only)."""
+  graphdef, state = nnx.split(nnx.eval_shape(make))
+  module = nnx.merge(graphdef, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state))
+  from_torch(table_fn(module), module, state_dict, source)
+  graphdef, state = nnx.split(module)
+  return nnx.merge(graphdef, jax.tree.map(jnp.asarray, state))
+
+
 def _problems(missing: list, unexpected: list, misshaped: list, noun: str = "") -> list[str]:
   """The parts of a strict loader's one-line error: each non-empty list, counted, first 20."""
   parts = (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))

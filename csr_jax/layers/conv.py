@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 from flax import nnx
 
-from csr_jax.layers.init import torch_uniform
+from csr_jax.layers import init
 
 
 def _pair(v) -> tuple[int, int]:
@@ -145,10 +145,12 @@ def conv2d(x, kernel, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
 
 
 class Conv2d(nnx.Module):
-  """torch.nn.Conv2d on NHWC tensors (zero padding), torch default init."""
+  """torch.nn.Conv2d on NHWC tensors (zero padding). Default init is torch's
+  (U(+-1/sqrt(fan_in)) for weight and bias); `kernel_init`/`bias_init` are `fn(key, shape)`."""
 
   def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-               dilation=1, groups: int = 1, bias: bool = True, *, rngs: nnx.Rngs):
+               dilation=1, groups: int = 1, bias: bool = True, *, rngs, kernel_init=None,
+               bias_init=None):
     if in_channels % groups or out_channels % groups:
       raise ValueError(f"Conv2d: channels {in_channels}->{out_channels} not divisible by "
                        f"groups={groups}")
@@ -156,10 +158,10 @@ class Conv2d(nnx.Module):
     self.kernel_size = _pair(kernel_size)
     self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
     kh, kw = self.kernel_size
-    fan_in = (in_channels // groups) * kh * kw
-    self.kernel = nnx.Param(torch_uniform(rngs.params(), (kh, kw, in_channels // groups,
-                                                          out_channels), fan_in))
-    self.bias = nnx.Param(torch_uniform(rngs.params(), (out_channels,), fan_in)) if bias else None
+    default = functools.partial(init.torch_uniform, fan_in=(in_channels // groups) * kh * kw)
+    self.kernel = nnx.Param((kernel_init or default)(
+        rngs.params(), (kh, kw, in_channels // groups, out_channels)))
+    self.bias = nnx.Param((bias_init or default)(rngs.params(), (out_channels,))) if bias else None
 
   def __call__(self, x):
     if x.shape[-1] != self.in_channels:
@@ -169,14 +171,15 @@ class Conv2d(nnx.Module):
 
 
 class Linear(nnx.Module):
-  """torch.nn.Linear (kernel stored (in, out)), torch default init."""
+  """torch.nn.Linear (kernel stored (in, out)); torch default init unless `kernel_init` /
+  `bias_init` (`fn(key, shape)`) are given."""
 
-  def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-               rngs: nnx.Rngs):
+  def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rngs,
+               kernel_init=None, bias_init=None):
     self.in_features, self.out_features = in_features, out_features
-    self.kernel = nnx.Param(torch_uniform(rngs.params(), (in_features, out_features),
-                                          in_features))
-    self.bias = (nnx.Param(torch_uniform(rngs.params(), (out_features,), in_features))
+    default = functools.partial(init.torch_uniform, fan_in=in_features)
+    self.kernel = nnx.Param((kernel_init or default)(rngs.params(), (in_features, out_features)))
+    self.bias = (nnx.Param((bias_init or default)(rngs.params(), (out_features,)))
                  if bias else None)
 
   def __call__(self, x):
@@ -184,4 +187,3 @@ class Linear(nnx.Module):
     if self.bias is not None:
       y = y + self.bias[...]
     return y
-

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 from flax import nnx
 
-from csr_jax.layers.init import constant
+from csr_jax.layers import init
 
 
 def layer_norm(x, scale=None, bias=None, eps: float = 1e-5):
@@ -24,8 +24,8 @@ class LayerNorm(nnx.Module):
   def __init__(self, dim: int, eps: float = 1e-5, use_bias: bool = True, *, rngs: nnx.Rngs | None = None):
     del rngs  # Deterministic init (ones/zeros) as in torch.
     self.dim, self.eps = dim, eps
-    self.scale = nnx.Param(constant((dim,), 1.0))
-    self.bias = nnx.Param(constant((dim,), 0.0)) if use_bias else None
+    self.scale = nnx.Param(init.ones(None, (dim,)))
+    self.bias = nnx.Param(init.zeros(None, (dim,))) if use_bias else None
 
   def __call__(self, x):
     b = self.bias[...] if self.bias is not None else None

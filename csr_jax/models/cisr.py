@@ -20,6 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from csr_jax import losses
+from csr_jax.convert.core import Entry, ordered_table
+from csr_jax.family import Evaluation, FamilySpec, Inference
 from csr_jax.layers.blocking import blocking_edges
 from csr_jax.layers.conv import Conv2d
 from csr_jax.layers.non_local import NonLocal
@@ -202,8 +205,56 @@ def step_psnr(out, lr_clean, hr) -> dict:
   return res
 
 
-def create(variant: str, *, rngs: nnx.Rngs, **overrides) -> CISR:
-  if variant not in VARIANTS:
-    raise KeyError(f"unknown cisr variant {variant!r}; known: {sorted(VARIANTS)}")
-  kw = dict(VARIANTS[variant], **overrides)
-  return CISR(**kw, rngs=rngs)
+# ---- Family protocol ----
+
+# Torch (twin) state_dict order per module type: own parameters, then children.
+_TORCH_ORDER = {
+    CISR: ((), ("arm", "rem")),
+    CISRModule: ((), ("non_local", "head", "body", "body_conv", "tail", "mix")),
+    ResidualGroup: ((), ("blocks", "conv")),
+    RCAB: ((), ("conv1", "conv2", "ca")),
+    CALayer: ((), ("down", "up")),
+    Mix: ((), ("conv1", "conv2")),
+    NonLocal: ((), ("conv1", "conv2")),
+}
+
+
+def torch_table(model: CISR) -> list[Entry]:
+  """The PyTorch twin's state_dict order (no official code exists, so the twin is the
+  layout). Works on abstract models."""
+  return ordered_table(model, _TORCH_ORDER, family="cisr")
+
+
+def unfolded_loss(config):
+  """Eq. 12: sum_j rho_j (|y_j - y| + gamma |x_j - x|) over the J unfolded steps, y the clean
+  bicubic LR and x the HR; the norm is `config.loss` (L1; the paper does not name it)."""
+  pixel = losses.pixel_loss(config.loss)
+  rhos, gamma = tuple(config.loss_weights.rhos), config.loss_weights.gamma
+
+  def loss(out, batch):
+    ys, xs = out["y"], out["x"]
+    if not len(ys) == len(xs) == len(rhos):
+      raise ValueError(f"CISR gave {len(ys)} y / {len(xs)} x steps but config.loss_weights."
+                       f"rhos has {len(rhos)} weights")
+    return sum(r * (pixel(y, batch["lr_clean"]) + gamma * pixel(x, batch["hr"]))
+               for r, y, x in zip(rhos, ys, xs))
+
+  return loss
+
+
+def _extras(out) -> dict:
+  """Every step's x_j (scored against the HR) and y_j (against the clean LR)."""
+  return {**{f"x{j}": x for j, x in enumerate(out["x"], 1)},
+          **{f"y{j}": y for j, y in enumerate(out["y"], 1)}}
+
+
+SPEC = FamilySpec(
+    name="cisr", variants=VARIANTS, build=CISR, torch_table=torch_table,
+    task_ids={"jpeg": 0, "hevc": 1, "vvc": 2, "cheng2020-*": 3, "external:*": 4, "webp": 5},
+    targets=("hr", "lr_clean"), loss=unfolded_loss, predict=lambda out: out["x"][-1],
+    extras=_extras, extra_target=lambda name: "hr" if name.startswith("x") else "lr_clean",
+    inference=Inference(multiple=1),
+    evaluation=Evaluation(channel="y", best_metric="psnr_y"))
+
+
+create = SPEC.create

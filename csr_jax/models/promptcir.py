@@ -2,8 +2,7 @@
 HAT residual hybrid attention groups, with three dynamic prompt modules on the decoder side.
 
 Layout and numerics follow the official `MyModel(decoder=True)` of lbc12345/PromptCIR-NTIRE24
-(`model.py`); attribute names are the torch module names, so `csr_jax.convert.promptcir` maps
-parameters one to one. The model is blind: `task_id` is accepted for the common interface and
+(`model.py`); attribute names are the torch module names, so `torch_table` maps parameters one to one. The model is blind: `task_id` is accepted for the common interface and
 ignored (task weights are predicted per pixel from the features).
 
 Inputs are [B, H, W, 3] in [0, 1] with H, W multiples of 2 * window_size (32 for the official
@@ -17,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from csr_jax.convert.core import Entry, ordered_table
+from csr_jax.family import Evaluation, FamilySpec, Inference
 from csr_jax.layers.act import gelu, relu
 from csr_jax.layers.conv import Conv2d, Linear
 from csr_jax.layers.init import trunc_normal
@@ -339,10 +340,58 @@ class PromptCIR(nnx.Module):
     return self.output(dec1) + x
 
 
-def create(variant: str, *, rngs: nnx.Rngs, **overrides) -> PromptCIR:
-  if variant not in VARIANTS:
-    raise KeyError(f"unknown promptcir variant {variant!r}; known: {sorted(VARIANTS)}")
-  return PromptCIR(**{**VARIANTS[variant], **overrides}, rngs=rngs)
+# ---- Family protocol ----
+
+# Torch state_dict order per module type: own parameters, then children (registration order).
+_TORCH_ORDER = {
+    PromptCIR: ((), ("patch_embed_input", "prompt1", "prompt2", "prompt3", "encoder_level1",
+                     "down1_2", "encoder_level2", "down2_3", "encoder_level3", "down3_4",
+                     "latent", "up4_3", "reduce_chan_level3", "noise_level3",
+                     "reduce_noise_level3", "decoder_level3", "up3_2", "reduce_chan_level2",
+                     "noise_level2", "reduce_noise_level2", "decoder_level2", "up2_1",
+                     "noise_level1", "reduce_noise_level1", "decoder_level1", "refinement",
+                     "output")),
+    PromptBasis: (("prompt",), ("basis_mlp", "task_mlp", "conv3x3")),
+    Mlp: ((), ("fc1", "fc2")),
+    RHAG: ((), ("residual_group", "conv")),
+    AttenBlocks: ((), ("blocks", "overlap_attn")),
+    HAB: ((), ("norm1", "attn", "conv_block", "norm2", "ffn")),
+    CAB: ((), ("cab",)),
+    ChannelAttention: ((), ("attention",)),
+    OCAB: (("relative_position_bias_table",), ("norm1", "qkv", "proj", "norm2", "ffn")),
+    TransformerBlock: ((), ("norm1", "attn", "norm2", "ffn")),
+    RestormerNorm: ((), ("body",)),
+    Resample: ((), ("body",)),
+    OverlapPatchEmbed: ((), ("proj",)),
+    WindowAttention: (("relative_position_bias_table",), ("qkv", "proj")),
+    MDTA: (("temperature",), ("qkv", "qkv_dwconv", "project_out")),
+    GDFN: ((), ("project_in", "dwconv", "project_out")),
+}
+
+
+def module_table(mod, prefix: str = "") -> list[Entry]:
+  """Entries of any PromptCIR (sub)module in torch order (block-level tests load twins so)."""
+  return ordered_table(mod, _TORCH_ORDER, prefix, family="promptcir")
+
+
+def torch_table(model: PromptCIR) -> list[Entry]:
+  """The official `MyModel(decoder=True)` state_dict order: the two int64 relative position
+  index buffers (emitted from the window sizes), then the 868 parameters. Works on abstract
+  models."""
+  ws, ows = model.window_size, model.overlap_win_size
+  return [Entry("relative_position_index_SA", None, buffer=relative_position_index(ws)),
+          Entry("relative_position_index_OCA", None,
+                buffer=relative_position_index_oca(ws, ows))] + module_table(model)
+
+
+SPEC = FamilySpec(
+    name="promptcir", variants=VARIANTS, build=PromptCIR, torch_table=torch_table,
+    # The official test_model.py: flip-pad to (h // 32 + 1) * 32, tiles of 384 overlapping 96.
+    inference=Inference(multiple=32, pad_mode="flip", pad_always=True, tile=384,
+                        tile_overlap=96),
+    # "The results are tested on the RGB channel with PSNR, SSIM, and PSNRB" (section 4.2).
+    evaluation=Evaluation(channel="rgb", crop_border=0, psnr_b=True, best_metric="psnr"))
+create = SPEC.create
 
 
 # Official inference (test_model.py): flip padding, overlapping tiles, checkpoint/transpose

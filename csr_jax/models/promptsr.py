@@ -61,6 +61,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from csr_jax.convert.core import Entry, ordered_table
+from csr_jax.family import Evaluation, FamilySpec, Inference
 from csr_jax.layers.act import gelu
 from csr_jax.layers.category_attention import category_attention
 from csr_jax.layers.conv import Conv2d, Linear
@@ -312,7 +314,28 @@ class PromptSR(nnx.Module):
     return pixel_shuffle(self.upsample[0](x), self.upscale) + mean
 
 
-def create(variant: str, *, rngs: nnx.Rngs, **overrides) -> PromptSR:
-  if variant not in VARIANTS:
-    raise KeyError(f"unknown PromptSR variant {variant!r}; known: {sorted(VARIANTS)}")
-  return PromptSR(**{**VARIANTS[variant], **overrides}, rngs=rngs)
+# ---- Family protocol ----
+
+# Torch (twin) state_dict order per module type: own parameters, then children.
+_TORCH_ORDER = {
+    PromptSR: ((), ("conv_first", "layers", "conv_after_body", "upsample")),
+    ResidualGroup: ((), ("blocks", "conv")),
+    CPB: ((), ("gapl", "lpl1", "lpl2")),
+    GAPL: ((), ("norm1", "q", "k", "v", "down", "a", "kp", "vp", "norm2", "ffn")),
+    LPL: (("relative_position_bias_table", "logit_scale"), ("norm1", "qkv", "proj", "norm2", "ffn")),
+    FFN: ((), ("fc1", "fc2")),
+}
+
+
+def torch_table(model: PromptSR) -> list[Entry]:
+  """The PyTorch twin's state_dict order (no official code exists, so the twin is the layout;
+  its relative position index is a non-persistent buffer). Works on abstract models."""
+  return ordered_table(model, _TORCH_ORDER, family="promptsr")
+
+
+SPEC = FamilySpec(
+    name="promptsr", variants=VARIANTS, build=PromptSR, torch_table=torch_table,
+    # Any size runs (the attention flip-pads internally); PSNR/SSIM on Y, border = scale.
+    inference=Inference(multiple=16, pad_mode="reflect"),
+    evaluation=Evaluation(channel="y", best_metric="psnr_y"))
+create = SPEC.create

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from csr_jax.convert.core import Entry, ordered_table
+from csr_jax.family import Evaluation, FamilySpec, Inference
 from csr_jax.layers import init
 from csr_jax.layers.act import gelu, leaky_relu, relu
 from csr_jax.layers.axial import axial_sample
@@ -72,10 +74,10 @@ def _draw(key, shape, kind: str, scale: float):
   """float32 params (even with x64 on); host-side draws when the key is concrete, so eager
   construction compiles nothing (see csr_jax.layers.init)."""
   if kind == "trunc_normal":  # timm trunc_normal_(std, a=-2, b=2)
-    return init.trunc_normal(key, shape, scale, jnp.float32)
+    return init.trunc_normal(key, shape, scale)
   if kind == "normal":
-    return init.normal(key, shape, scale, jnp.float32)
-  return init.uniform(key, shape, 0.0, scale, jnp.float32)
+    return init.normal(key, shape, scale)
+  return init.uniform(key, shape, 0.0, scale)
 
 
 def _zeros(n):
@@ -334,12 +336,39 @@ def _remat_block(blk, x, prompt, offset):
   return sequenced_checkpoint(call)(state, x, prompt, offset)
 
 
-def create(variant: str = "middle", *, rngs: nnx.Rngs, **overrides) -> UCIP:
-  """UCIP in a VARIANTS layout; overrides replace its keywords (e.g. blind=True)."""
-  if variant not in VARIANTS:
-    raise KeyError(f"unknown UCIP variant {variant!r}; known: {sorted(VARIANTS)}")
-  known = set(VARIANTS[variant]) | {"blind", "residual", "remat"}
-  unknown = sorted(set(overrides) - known)
-  if unknown:
-    raise TypeError(f"UCIP: unknown option(s) {unknown}; known: {sorted(known)}")
-  return UCIP(**{**VARIANTS[variant], **overrides}, rngs=rngs)
+# ---- Family protocol ----
+
+# Torch state_dict order per module type: own parameters, then children (registration order).
+# `prompts.i.prompt` precedes `prompts.i.basis_mlp.*` there, although NNX sorts it after.
+_TORCH_ORDER = {
+    UCIP: ((), ("patch_embed", "blocks", "prompts", "pos_blocks", "norm", "conv_after_body",
+                "conv_before_up", "conv_up1", "conv_up2", "conv_hr", "conv_last")),
+    OverlapPatchEmbed: ((), ("proj",)),
+    DynamicActiveBlock: ((), ("norm1", "atm", "norm2", "mlp", "offset_layer", "spade")),
+    ATMLayer: ((), ("atm_h", "atm_w", "atm_local", "fusion", "proj")),
+    ATMOp: ((("weight", "kernel", "conv"), ("bias", "bias", "copy")), ()),
+    Mlp: ((), ("fc1", "fc2")),
+    SPADE: ((), ("mlp_shared", "mlp_gamma", "mlp_beta")),
+    DynamicPromptBasis: ((("prompt", "prompt", "copy"),), ("basis_mlp", "task_head")),
+    PEG: ((), ("proj",)),
+}
+
+
+def torch_table(model: UCIP) -> list[Entry]:
+  """The official `UCIP_MLP` state_dict order (1066 entries for `middle`). Names are equal on
+  both sides; the 1x1 `ATMOp` kernel is HWIO -> OIHW like any conv; the prompt bank has the
+  official shape (num_task, num_basis, 1, 1, p) and is copied. Works on abstract models."""
+  return ordered_table(model, _TORCH_ORDER, family="ucip")
+
+
+# The paper's six codecs, one prompt each, in its order of listing (section 4.1: "JPEG, HM,
+# VTM, C_PSNR, C_SSIM, HIFIC"); the official srdata.py that fixes the order is not released.
+TASK_IDS = {"jpeg": 0, "hevc": 1, "vvc": 2, "cheng2020-*-mse": 3, "cheng2020-*-ms-ssim": 4,
+            "external:hific": 5}
+
+SPEC = FamilySpec(
+    name="ucip", variants=VARIANTS, build=UCIP, torch_table=torch_table, task_ids=TASK_IDS,
+    # Official test: reflect-pad to (h // 8 + 1) * 8; scored on Y with a 4-pixel border.
+    inference=Inference(multiple=8, pad_mode="reflect", pad_always=True),
+    evaluation=Evaluation(channel="y", best_metric="psnr_y"))
+create = SPEC.create

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import torch
 from flax import nnx
 
-from csr_jax.convert.promptcir import load_module
+from csr_jax.convert.core import load_module
+from csr_jax.models.promptcir import module_table
 from csr_jax.layers.ocab import (overlap_window_size, overlapping_windows,
                                  relative_position_index_oca)
 from csr_jax.layers.resize import pixel_unshuffle
@@ -59,7 +60,7 @@ def test_ocab_block_matches_torch(heads):
     for p in tmod.parameters():
       p.add_(0.2 * torch.randn(p.shape, generator=g))
   jmod = load_module(lambda: OCAB(dim, ws, 0.5, heads, 2.66, rngs=nnx.Rngs(0)),
-                     tmod.state_dict())
+                     tmod.state_dict(), module_table)
   x = kodak_features(h, w, dim, "kodim21").astype(np.float32)
   rpi = relative_position_index_oca(ws, jmod.overlap_win_size)
   got = np.asarray(jmod(jnp.asarray(x), rpi))

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import torch
 from flax import nnx
 
-from csr_jax.convert.promptcir import load_module
+from csr_jax.convert.core import load_module
+from csr_jax.models.promptcir import module_table
 from csr_jax.layers.resize import pixel_unshuffle
 from csr_jax.layers.restormer import GDFN, MDTA, l2_normalize
 from csr_jax.torch_twins import promptcir as twin
@@ -31,7 +32,7 @@ def perturbed(module, seed=0):
 
 
 def run_pair(make, tmod, x):
-  jmod = load_module(make, tmod.state_dict())
+  jmod = load_module(make, tmod.state_dict(), module_table)
   got = np.asarray(jmod(jnp.asarray(x)))
   with torch.no_grad():
     want = tmod(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
