@@ -12,15 +12,14 @@ model on CPU; prepares its own data). Evaluation: JPEG 10/20/30/40 shards (prep 
 `--codec jpeg:10,20,30,40 --scale 1`), PSNR/SSIM/PSNR-B on Y, tiles of 384 with 96 overlap.
 """
 
-from configs import common
+from csr_jax import config_lib
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, variant="stage1", **common.COMMON_ARGS)
-  c = common.base_config()
+  a = config_lib.parse_arg(arg, variant="stage1", **config_lib.COMMON_ARGS)
+  c = config_lib.base_config()
   c.model.name = "promptcir"
   c.model.variant = "official"
-  c.model.use_task_id = False  # blind
   c.loss = "l1"
   c.data.scale = 1
   c.data.patch_size = 128
@@ -37,10 +36,6 @@ def get_config(arg=None):
   c.optim.schedule = "cosine"
   c.optim.final_lr_ratio = 1e-6 / c.optim.lr
 
-  c.eval.crop_border = 0  # JPEG restoration is scored on the whole image
-  c.eval.tile = 384
-  c.eval.tile_overlap = 96
-  c.eval.best_metric = "psnr_y"
 
   if a.variant == "stage1":
     pass
@@ -49,23 +44,10 @@ def get_config(arg=None):
     c.optim.lr = 1e-4
     c.optim.final_lr_ratio = 1e-6 / c.optim.lr
     c.total_steps = 100_000
-  elif a.variant == "demo":
-    c.model.variant = "small"
-    c.data.demo = True
-    c.data.patch_size = 64
-    c.data.batch_size = 4
-    c.data.num_workers = 1
-    c.total_steps = 300
-    c.optim.lr = 5e-4
-    c.optim.warmup_steps = 20
-    c.optim.final_lr_ratio = 0.05
-    c.ema_decay = 0.99
-    c.log_every, c.eval_every, c.checkpoint_every = 25, 150, 150
-    c.keep_checkpoints = 2
-    c.eval.tile = 0
-    c.eval.max_images = 6
-    c.report = True
   else:
-    raise KeyError(f"configs/promptcir.py: unknown variant {a.variant!r} (stage1, stage2, demo)")
+    raise KeyError(f"configs/promptcir.py: unknown variant {a.variant!r} (stage1, stage2)")
 
-  return common.apply_args(c, a)
+  if a.demo:
+    config_lib.shrink(c, variant="small", steps=300, patch=64, batch=4, lr=5e-4)
+
+  return config_lib.apply_args(c, a)

@@ -13,16 +13,15 @@ fine-tune variants set `init_from_skip` so that conv keeps its fresh init (x4_st
 block of every group, which x2 does not have).
 """
 
-from configs import common
+from csr_jax import config_lib
 
 _SCALES = {"x2": 2, "x3": 3, "x4": 4, "x4_star": 4}
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, variant="x4", **common.COMMON_ARGS)
-  c = common.base_config()
+  a = config_lib.parse_arg(arg, variant="x4", **config_lib.COMMON_ARGS)
+  c = config_lib.base_config()
   c.model.name = "promptsr"
-  c.model.use_task_id = False
   c.loss = "l1"
   c.data.patch_size = 64
   c.data.batch_size = 48
@@ -32,7 +31,6 @@ def get_config(arg=None):
   c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.999, 1e-8
   c.optim.schedule = "multistep"
   c.optim.gamma = 0.5
-  c.eval.best_metric = "psnr_y"
   c.log_every, c.eval_every, c.checkpoint_every = 200, 10_000, 10_000
 
   if a.variant == "x2":
@@ -48,24 +46,13 @@ def get_config(arg=None):
     c.init_from_skip = r"^upsample\.0\."  # the x2 decoder conv (3*4 outputs) does not fit
     if a.variant == "x4_star":  # depth 4: each group's 4th block has no x2 counterpart
       c.init_from_skip += r"|^layers\.\d+\.blocks\.3\."
-  elif a.variant == "demo":
-    c.model.variant, c.data.scale = "small", 4
-    c.data.demo = True
-    c.data.patch_size = 32
-    c.data.batch_size = 8
-    c.data.num_workers = 1
-    c.total_steps = 400
-    c.optim.lr = 1e-3
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 20
-    c.optim.final_lr_ratio = 0.05
-    c.ema_decay = 0.99
-    c.log_every, c.eval_every, c.checkpoint_every = 25, 200, 200
-    c.keep_checkpoints = 2
-    c.eval.max_images = 6
-    c.report = True
   else:
     raise KeyError(f"configs/promptsr.py: unknown variant {a.variant!r} "
-                   f"({', '.join(list(_SCALES) + ['demo'])})")
+                   f"({', '.join(['x2'] + list(_SCALES))})")
 
-  return common.apply_args(c, a)
+  if a.demo:
+    c.data.scale = 4
+    c.init_from, c.init_from_skip = "", ""
+    config_lib.shrink(c, variant="small", steps=400, patch=32)
+
+  return config_lib.apply_args(c, a)

@@ -3,19 +3,19 @@
   python -m csr_jax.main --config configs/ucip.py:middle --workdir runs/ucip \
       --config.data.train_dir=DIR --config.data.eval_dir=DIR
 Variants: `middle` (the official train_middle.py setting: Adam 2e-4, betas (0.9, 0.99),
-MultiStepLR [100k, 200k] x0.5, L1, LR patch 64), `small` (laptop), `demo` (prepares its own data
-from scikit-image photos and trains on CPU in minutes), `prompt` (prompt-only tuning of a
-trained model, UCIP Table 3: `--config.init_from=CKPT`). Any variant takes
+MultiStepLR [100k, 200k] x0.5, L1, LR patch 64), `small` (laptop), `prompt` (prompt-only tuning
+of a trained model, UCIP Table 3: `--config.init_from=CKPT`). `demo` (alone or after a variant)
+shrinks it to a CPU run on data the job prepares itself. Any variant takes
 `,steps=N,batch=N,workers=N` and `,remat=1` (recompute each block in the backward pass:
 activation memory of one block, e.g. `middle` at batch 8 on a 24 GB CPU host).
 """
 
-from configs import common
+from csr_jax import config_lib
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, variant="middle", remat=False, **common.COMMON_ARGS)
-  c = common.base_config()
+  a = config_lib.parse_arg(arg, variant="middle", remat=False, **config_lib.COMMON_ARGS)
+  c = config_lib.base_config()
   c.model.name = "ucip"
   c.model.variant = "middle"
   c.data.scale = 4
@@ -36,35 +36,19 @@ def get_config(arg=None):
     c.total_steps = 20_000
     c.optim.milestones = (10_000, 15_000)
     c.log_every, c.eval_every, c.checkpoint_every = 50, 1000, 1000
-  elif a.variant == "demo":
-    c.model.variant = "small"
-    # Parameter-free bicubic skip (not in the official layout): a few hundred CPU steps do not
-    # teach the official tail to reproduce colours, so the demo learns a correction instead.
-    c.model.overrides = {"residual": "bicubic"}
-    c.data.demo = True
-    c.data.patch_size = 32
-    c.data.batch_size = 8
-    c.data.num_workers = 1
-    c.data.eval_split = "test"
-    c.total_steps = 600
-    c.optim.lr = 1e-3
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 50
-    c.optim.final_lr_ratio = 0.05
-    c.ema_decay = 0.99
-    c.log_every, c.eval_every, c.checkpoint_every = 50, 300, 300
-    c.keep_checkpoints = 2
-    c.eval.max_images = 6
-    c.eval.at_start = False
-    c.report = True
   elif a.variant == "prompt":
     c.optim.trainable = "prompt"  # only prompts.* (bank and basis MLP) train
     c.optim.lr = 1e-4
     c.optim.milestones = (20_000,)
     c.total_steps = 40_000
   else:
-    raise KeyError(f"configs/ucip.py: unknown variant {a.variant!r} (middle, small, demo, prompt)")
+    raise KeyError(f"configs/ucip.py: unknown variant {a.variant!r} (middle, small, prompt)")
+
+  if a.demo:
+    # Parameter-free bicubic skip (not in the official layout): a few hundred CPU steps do not
+    # teach the official tail to reproduce colours, so the demo learns a correction instead.
+    config_lib.shrink(c, variant="small", steps=600, patch=32, overrides={"residual": "bicubic"})
 
   if a.remat:  # per-block rematerialisation: middle at batch 8 needs 4.3 GB, not 33 GB
     c.model.overrides = {**c.model.overrides, "remat": True}
-  return common.apply_args(c, a)
+  return config_lib.apply_args(c, a)

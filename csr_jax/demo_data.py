@@ -5,36 +5,39 @@ imports torch) with the demo's codec grid, so the demo exercises the same files 
 If `../shared/datasets/kodak` is absent, two scikit-image photos are held out instead.
 """
 
+import io
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 from absl import logging
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from csr_jax import paths
+
+REPO = paths.resolve(__file__).parent.parent
 # Colour photos only: grey textures (camera, grass, ...) taught a 500-step run to desaturate.
 COLOR = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
 HELD_OUT = ("hubble_deep_field", "colorwheel")  # eval set when Kodak is missing
 KODAK = ("kodim01", "kodim03", "kodim05", "kodim13", "kodim19", "kodim23")
 
 
-def kodak_dir() -> Path:
-  return Path(os.environ.get("CSR_SHARED", REPO.parent / "shared")) / "datasets" / "kodak"
+def kodak_dir():
+  return paths.resolve(os.environ.get("CSR_SHARED", REPO.parent / "shared")) / "datasets" / "kodak"
 
 
-def write_photos(names, out: Path) -> Path:
+def write_photos(names, out):
   import skimage.data
   out.mkdir(parents=True, exist_ok=True)
   for n in names:
-    img = np.asarray(getattr(skimage.data, n)())
-    Image.fromarray(img[..., :3]).save(out / f"{n}.png")
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(getattr(skimage.data, n)())[..., :3]).save(buf, format="PNG")
+    (out / f"{n}.png").write_bytes(buf.getvalue())
   return out
 
 
-def link_kodak(names, out: Path) -> Path:
+def link_kodak(names, out):
   out.mkdir(parents=True, exist_ok=True)
   for n in names:
     src, dst = kodak_dir() / f"{n}.png", out / f"{n}.png"
@@ -45,8 +48,8 @@ def link_kodak(names, out: Path) -> Path:
   return out
 
 
-def prepare(hr_dir: Path, out: Path, *, name: str, split: str, scale: int, codec: str,
-            num_shards: int = 1, workers: int = 1) -> Path:
+def prepare(hr_dir, out, *, name: str, split: str, scale: int, codec: str,
+            num_shards: int = 1, workers: int = 1):
   """Runs the prep step in a subprocess (argv list, no shell); a finished set is reused."""
   argv = [sys.executable, "-m", "data_prep.prepare", "--hr_dir", str(hr_dir), "--out", str(out),
           "--scale", str(scale), "--codec", codec, "--num_shards", str(num_shards),
@@ -61,7 +64,7 @@ def prepare(hr_dir: Path, out: Path, *, name: str, split: str, scale: int, codec
 
 def setup(config, data_dir: str, codec: str = "jpeg:30,40") -> None:
   """Builds (or reuses) the demo sets under `data_dir` and points `config.data` at them."""
-  root = Path(data_dir)
+  root = paths.resolve(data_dir)
   scale = config.data.scale
   train = prepare(write_photos(COLOR, root / "hr_train"), root / "train", name="photos",
                   split="train", scale=scale, codec=codec, num_shards=2)

@@ -66,6 +66,8 @@ class FamilySpec:
     against 'hr'.
   - `predict(output)`: the image that is scored and written; `extras(output)`: other named
     outputs worth a metric, each scored against the example image `extra_target(name)`.
+  - `blind_option`: the constructor keyword that makes a task-id family ignore task ids
+    (predicting them from the image); such a model needs no codec table.
   """
   name: str
   variants: Mapping[str, Mapping]
@@ -79,9 +81,10 @@ class FamilySpec:
   extra_target: Callable | None = None
   inference: Inference = Inference()
   evaluation: Evaluation = Evaluation()
+  blind_option: str | None = None
 
-  def create(self, variant: str, *, rngs, **overrides):
-    """The `variant` model with `overrides` on its constructor keywords."""
+  def check(self, variant: str, overrides) -> None:
+    """One-line errors for an unknown variant or constructor option, before anything is built."""
     if variant not in self.variants:
       raise KeyError(f"unknown variant {variant!r} of {self.name}; known: "
                      f"{', '.join(sorted(self.variants))}")
@@ -92,6 +95,10 @@ class FamilySpec:
       if unknown:
         raise TypeError(f"{self.name}: unknown option(s) {unknown} (config.model.overrides); "
                         f"known: {sorted(k for k in params if k not in ('self', 'rngs'))}")
+
+  def create(self, variant: str, *, rngs, **overrides):
+    """The `variant` model with `overrides` on its constructor keywords."""
+    self.check(variant, overrides)
     return self.build(**{**self.variants[variant], **overrides}, rngs=rngs)
 
   def apply(self, model, lr, task_id=None):

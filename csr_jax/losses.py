@@ -1,4 +1,4 @@
-"""Pixel losses and the per-family training objectives."""
+"""Pixel losses; a family with another objective defines it in its spec (`FamilySpec.loss`)."""
 
 import jax.numpy as jnp
 
@@ -23,12 +23,3 @@ def pixel_loss(name: str):
   if name not in PIXEL:
     raise KeyError(f"config.loss {name!r} unknown; known: {sorted(PIXEL)}")
   return PIXEL[name]
-
-
-def unfolded_loss(out: dict, batch: dict, pixel, rhos, gamma: float = 1.0):
-  """CISR: sum_j rho_j (pixel(y_j, clean LR) + gamma pixel(x_j, HR)) over the J unfolded steps."""
-  ys, xs = out["y"], out["x"]
-  if not len(ys) == len(xs) == len(rhos):
-    raise ValueError(f"CISR gave {len(ys)} y / {len(xs)} x steps but {len(rhos)} rho weights")
-  return sum(r * (pixel(y, batch["lr_clean"]) + gamma * pixel(x, batch["hr"]))
-             for r, y, x in zip(rhos, ys, xs))

@@ -5,6 +5,8 @@ import re
 import jax
 import optax
 
+from csr_jax.tree import path_str
+
 
 def schedule(cfg, total_steps: int) -> optax.Schedule:
   """'constant', 'multistep' (torch MultiStepLR: x gamma at each milestone) or 'cosine'."""
@@ -24,12 +26,8 @@ def schedule(cfg, total_steps: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def path_str(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
 def trainable_mask(params, pattern: str):
-  """True for params whose '/'-joined path matches regex `pattern` ('' = all train)."""
+  """True for params whose dotted path ('blocks.0.kernel') matches regex `pattern` ('' = all train)."""
   rx = re.compile(pattern) if pattern else None
   return jax.tree_util.tree_map_with_path(
       lambda p, _: rx is None or bool(rx.search(path_str(p))), params)

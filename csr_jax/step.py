@@ -1,19 +1,19 @@
-"""Pure, jitted train and eval steps over split NNX state.
+"""The pure, jitted train step over split NNX state.
 
 Train state is a pure dict {params, opt_state, ema, step, rng} (params/ema as
 `nnx.to_pure_dict` gives them), donated to the step and returned with the same replicated
 sharding; the batch arrives as uint8 sharded over 'data' and becomes float32 in [0, 1] here.
+What the model reads and how it is scored comes from its family's spec.
 """
-
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
-from csr_jax import evaluate
+from csr_jax import losses
 from csr_jax import sharding
+from csr_jax import weights
+from csr_jax.layers.precision import cast_floats
 
 IMAGE_KEYS = ("lr", "hr", "lr_clean")
 
@@ -22,26 +22,37 @@ def to_float(batch: dict) -> dict:
   return {k: v.astype(jnp.float32) / 255.0 if k in IMAGE_KEYS else v for k, v in batch.items()}
 
 
-def merge(graphdef, rest, params):
-  return nnx.merge(graphdef, nnx.State(params), rest)
-
-
 def init_state(params, tx: optax.GradientTransformation, seed: int) -> dict:
   return {"params": params, "opt_state": tx.init(params),
           "ema": jax.tree.map(jnp.copy, params), "step": jnp.zeros((), jnp.int32),
           "rng": jax.random.key_data(jax.random.key(seed))}
 
 
-def make_train_step(graphdef, rest, forward: Callable, loss_fn: Callable,
-                    tx: optax.GradientTransformation, mesh, *, ema_decay: float = 0.999):
+def make_loss(spec, config):
+  """fn(output, batch) -> scalar: the family's loss, else `config.loss` on its predicted image
+  against the HR."""
+  if spec.loss is not None:
+    return spec.loss(config)
+  pixel = losses.pixel_loss(config.loss)
+  return lambda out, batch: pixel(spec.predict(out), batch["hr"])
+
+
+def make_train_step(spec, graphdef, rest, loss_fn, tx: optax.GradientTransformation, mesh, *,
+                    ema_decay: float = 0.999, dtype: str = "float32"):
   """(state, uint8 batch) -> (state, metrics). A non-finite loss or gradient leaves the state
-  unchanged (metrics report it), so the last good state is what gets checkpointed."""
+  unchanged (metrics report it), so the last good state is what gets checkpointed. With
+  `dtype` 'bfloat16' the forward and backward run on bf16 copies of the params and inputs;
+  params, gradients and optimizer state stay float32."""
 
   def step(state, batch):
     batch = to_float(batch)
 
     def objective(params):
-      return loss_fn(forward(merge(graphdef, rest, params), batch), batch)
+      p, x = params, batch["lr"]
+      if dtype != "float32":
+        p, x = cast_floats(p, dtype), x.astype(dtype)
+      out = spec.apply(weights.merge(graphdef, rest, p), x, batch.get("task_id"))
+      return loss_fn(jax.tree.map(lambda a: a.astype(jnp.float32), out), batch)
 
     params = state["params"]
     loss, grads = jax.value_and_grad(objective)(params)
@@ -63,19 +74,3 @@ def make_train_step(graphdef, rest, forward: Callable, loss_fn: Callable,
   repl = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=(repl, sharding.data_sharding(mesh)),
                  out_shardings=(repl, repl), donate_argnums=0)
-
-
-def make_apply(graphdef, rest, forward: Callable, *, per_step_scale: int = 0):
-  """Jitted (params, lr float NHWC, task_id) -> the model's image output (for evaluation).
-
-  An unfolded model's dict output gives its final x_J, or with `per_step_scale` (its scale)
-  every step stacked on channels (`evaluate.stack_unfolded`, for per-step metrics)."""
-
-  @jax.jit
-  def apply(params, lr, task_id):
-    out = forward(merge(graphdef, rest, params), {"lr": lr, "task_id": task_id})
-    if not isinstance(out, dict):
-      return out
-    return evaluate.stack_unfolded(out, per_step_scale) if per_step_scale else out["x"][-1]
-
-  return apply

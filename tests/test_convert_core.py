@@ -1,5 +1,6 @@
-"""The generic conversion core (csr_jax/convert/core.py, __init__.py, orbax_io.py) on a tiny
-two-sided model: auto rules, explicit torch order, buffers, strict errors, safe loading, Orbax."""
+"""The generic conversion core (csr_jax/convert/core.py, __init__.py) and the weight reader
+(csr_jax/checkpoint.py) on a tiny two-sided model and on the trainer's own checkpoints: auto
+rules, explicit torch order, buffers, strict errors, safe loading, Orbax."""
 
 import os
 import pickle
@@ -12,7 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from csr_jax import convert
-from csr_jax.convert import core, orbax_io
+from csr_jax import checkpoint
+from csr_jax.convert import core
 from csr_jax.convert.core import ConversionError, Entry
 from csr_jax.layers.conv import Conv2d, Linear
 from csr_jax.layers.norm import LayerNorm
@@ -136,8 +138,12 @@ def test_load_torch_file_is_safe_and_explains(tmp_path, tiny):
     core.load_torch_file(tmp_path / "missing.pth")
   trunc = tmp_path / "trunc.pth"
   trunc.write_bytes(good.read_bytes()[:200])
-  with pytest.raises(ConversionError, match="trunc.pth: not a loadable weights-only state_dict"):
+  with pytest.raises(ConversionError, match="trunc.pth: not a readable state_dict, truncated"):
     core.load_torch_file(trunc)
+  empty = tmp_path / "empty.pth"
+  empty.write_bytes(b"")
+  with pytest.raises(ConversionError, match=r"empty.pth: empty file \(0 bytes\)"):
+    core.load_torch_file(empty)
 
   marker = tmp_path / "pwned"
 
@@ -148,8 +154,14 @@ def test_load_torch_file_is_safe_and_explains(tmp_path, tiny):
   evil = tmp_path / "evil.pth"
   with open(evil, "wb") as f:
     pickle.dump({"w": Evil()}, f)
-  with pytest.raises(ConversionError, match="evil.pth: not a loadable weights-only"):
-    core.load_torch_file(evil)
+  for path in (evil, tmp_path / "evil_zip.pth"):
+    if path != evil:
+      torch.save({"w": Evil()}, path)
+    with pytest.raises(ConversionError) as err:
+      core.load_torch_file(path)
+    msg = str(err.value)
+    assert "pickled Python objects other than tensors (they were not run)" in msg, msg
+    assert "only plain state_dicts of tensors are accepted" in msg and "weights_only" not in msg
   assert not marker.exists()
 
   nested = tmp_path / "nested.pth"
@@ -165,7 +177,7 @@ def test_load_torch_file_is_safe_and_explains(tmp_path, tiny):
 
 
 def test_unknown_family_is_a_clear_error(tiny):
-  with pytest.raises(KeyError, match="no converter for model family 'nosuch'"):
+  with pytest.raises(KeyError, match="unknown model family 'nosuch'"):
     convert.to_torch("nosuch", tiny)
 
 
@@ -185,46 +197,38 @@ def test_load_flat_params_is_strict(tiny):
 
 
 def test_module_prefix_is_stripped_only_when_uniform():
-  assert list(convert._strip_module_prefix({"module.a": 1, "module.b": 2})) == ["a", "b"]
-  assert list(convert._strip_module_prefix({"module.a": 1, "b": 2})) == ["module.a", "b"]
+  assert list(convert.strip_module_prefix({"module.a": 1, "module.b": 2})) == ["a", "b"]
+  assert list(convert.strip_module_prefix({"module.a": 1, "b": 2})) == ["module.a", "b"]
 
 
 def test_orbax_params_dir_round_trip(tmp_path, tiny):
   pure = nnx.to_pure_dict(nnx.state(tiny, nnx.Param))
-  orbax_io.write_params(tmp_path / "p", pure)
-  flat = orbax_io.read_params(tmp_path / "p")
+  checkpoint.write_params(tmp_path / "p", pure, {"name": "tiny", "variant": "x"})
+  flat, meta = checkpoint.read_params(tmp_path / "p")
+  assert meta == {"name": "tiny", "variant": "x"}
   want = {k: np.asarray(v) for k, v in core.flat_params(tiny).items()}
   assert sorted(flat) == sorted(want)
   for k in want:
     np.testing.assert_array_equal(flat[k], want[k])
   with pytest.raises(FileExistsError, match="already exists"):
-    orbax_io.write_params(tmp_path / "p", pure)
+    checkpoint.write_params(tmp_path / "p", pure, {})
   with pytest.raises(KeyError, match="has no 'ema' parameter tree"):
-    orbax_io.read_params(tmp_path / "p", "ema")
+    checkpoint.read_params(tmp_path / "p", "ema")
   with pytest.raises(FileNotFoundError, match="no such checkpoint directory"):
-    orbax_io.read_params(tmp_path / "nope")
-  with pytest.raises(FileNotFoundError, match="neither an Orbax params directory"):
-    orbax_io.read_params(tmp_path)
+    checkpoint.read_params(tmp_path / "nope")
+  with pytest.raises(FileNotFoundError, match="neither a params directory nor a training"):
+    checkpoint.read_params(tmp_path)
 
 
-def test_orbax_training_layout_latest_step_and_ema(tmp_path, tiny):
-  import optax
-  import orbax.checkpoint as ocp
-
-  pure = nnx.to_pure_dict(nnx.state(tiny, nnx.Param))
-  mngr = ocp.CheckpointManager(tmp_path / "checkpoints", item_names=("state", "config"))
-  for step, mult in ((1, 1.0), (5, 2.0)):
-    params = jax.tree.map(lambda a: a * mult, pure)
-    state = {"params": params, "opt_state": optax.adam(1e-3).init(params),
-             "ema": jax.tree.map(lambda a: a * 10, params), "step": step}
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            config=ocp.args.JsonSave({"step": step})))
-  mngr.wait_until_finished()
-  mngr.close()
-  want = {k: np.asarray(v) for k, v in core.flat_params(tiny).items()}
-  for path in (tmp_path, tmp_path / "checkpoints", tmp_path / "checkpoints" / "5"):
-    flat = orbax_io.read_params(path)
-    np.testing.assert_allclose(flat["conv.kernel"], 2 * want["conv.kernel"], rtol=1e-6)
-  ema = orbax_io.read_params(tmp_path, "ema")
-  np.testing.assert_allclose(ema["layers.0.kernel"], 20 * want["layers.0.kernel"], rtol=1e-6)
-  assert sorted(ema) == sorted(want)
+def test_the_trainers_checkpoints_latest_step_step_dirs_and_ema(trained_run):
+  run = trained_run / "run"
+  latest, meta = checkpoint.read_params(run)
+  assert meta["name"] == "ucip" and meta["variant"] == "small"
+  for path in (run / "checkpoints", run / "checkpoints" / "3", run / "checkpoints" / "3" / "state"):
+    flat, _ = checkpoint.read_params(path)
+    assert all(np.array_equal(flat[k], latest[k]) for k in latest)
+  step2, _ = checkpoint.read_params(run / "checkpoints" / "2")
+  ema, _ = checkpoint.read_params(run, "ema")
+  assert sorted(ema) == sorted(latest) == sorted(step2)
+  assert not all(np.array_equal(step2[k], latest[k]) for k in latest)
+  assert not all(np.array_equal(ema[k], latest[k]) for k in latest)

@@ -1,4 +1,4 @@
-"""Whole-image inference (padding, tiling, self-ensemble) and evaluate_pairs on Kodak crops."""
+"""Whole-image inference (padding, tiling, ensembles) and evaluate_pairs on Kodak crops."""
 
 import io
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from csr_jax import evaluate, metrics
+from csr_jax import evaluate, inference, metrics
+from csr_jax.family import Evaluation, Inference
 from csr_jax.layers.conv import conv2d
 from csr_jax.layers.resize import resize_bicubic, upsample_nearest
 from tests.conftest import kodak_crop
@@ -33,9 +34,10 @@ def _conv_net(scale: int, ksize: int, seed: int = 0):
 def test_tiling_pointwise_model_equals_untiled(scale=2):
   x = kodak_crop(37, 53, "kodim03", top=200, left=300)
   fn, _ = _conv_net(scale, 1)
-  full = evaluate.infer(fn, x, scale=scale)
+  full = inference.infer(fn, x)["image"]
   for tile_batch in (1, 3):
-    tiled = evaluate.infer(fn, x, scale=scale, tile=16, tile_overlap=5, tile_batch=tile_batch)
+    tiled = inference.infer(fn, x, Inference(tile=16, tile_overlap=5),
+                            tile_batch=tile_batch)["image"]
     np.testing.assert_allclose(tiled, full, atol=1e-6)
   assert full.shape == (1, 37 * scale, 53 * scale, 3)
 
@@ -43,8 +45,8 @@ def test_tiling_pointwise_model_equals_untiled(scale=2):
 def _interior_mask(h, w, tile, overlap, radius, scale):
   """Output pixels at >= radius from the inner edges of every tile that covers them."""
   bad = np.zeros((h, w), bool)
-  for i in evaluate.tile_starts(h, tile, overlap):
-    for j in evaluate.tile_starts(w, tile, overlap):
+  for i in inference.tile_starts(h, tile, overlap):
+    for j in inference.tile_starts(w, tile, overlap):
       box = np.zeros((h, w), bool)
       box[i:i + tile, j:j + tile] = True
       core = np.zeros((h, w), bool)
@@ -57,8 +59,8 @@ def _interior_mask(h, w, tile, overlap, radius, scale):
 def test_tiling_local_model_equals_untiled_in_interior():
   x = kodak_crop(44, 57, "kodim05", top=120, left=200)
   fn, radius = _conv_net(2, 3)
-  full = evaluate.infer(fn, x, scale=2)
-  tiled = evaluate.infer(fn, x, scale=2, tile=20, tile_overlap=10)
+  full = inference.infer(fn, x)["image"]
+  tiled = inference.infer(fn, x, Inference(tile=20, tile_overlap=10))["image"]
   mask = _interior_mask(44, 57, 20, 10, radius, 2)
   assert mask.mean() > 0.5
   np.testing.assert_allclose(tiled[0][mask], full[0][mask], atol=1e-6)
@@ -73,18 +75,22 @@ def test_tiles_share_one_compiled_shape():
     shapes.append(v.shape)
     return fn(v)
 
-  for h, w in [(45, 61), (31, 20)]:  # the second image is smaller than a tile: padded up
-    out = evaluate.infer(spy, kodak_crop(h, w, "kodim07"), scale=2, multiple=8, tile=32,
-                         tile_overlap=8, tile_batch=2)
+  for h, w in [(45, 61), (33, 77)]:
+    out = inference.infer(spy, kodak_crop(h, w, "kodim07"), Inference(
+        multiple=8, tile=32, tile_overlap=8), tile_batch=2)["image"]
     assert out.shape == (1, 2 * h, 2 * w, 3)
   assert set(shapes) == {(2, 32, 32, 3)}
   assert fn._cache_size() == 1
+  # Smaller than a tile: one tile of the padded image, as the official tile_eval does.
+  inference.infer(spy, kodak_crop(31, 20, "kodim07"), Inference(multiple=8, tile=32,
+                                                                 tile_overlap=8))
+  assert shapes[-1] == (1, 24, 24, 3)
 
 
 def test_tile_starts_cover_the_axis():
-  assert evaluate.tile_starts(10, 16, 4) == [0]
-  assert evaluate.tile_starts(40, 16, 4) == [0, 12, 24]
-  assert evaluate.tile_starts(41, 16, 4) == [0, 12, 24, 25]
+  assert inference.tile_starts(10, 16, 4) == [0]
+  assert inference.tile_starts(40, 16, 4) == [0, 12, 24]
+  assert inference.tile_starts(41, 16, 4) == [0, 12, 24, 25]
 
 
 @pytest.mark.parametrize("hw", [(13, 17), (16, 16), (9, 30)])
@@ -99,21 +105,23 @@ def test_padding_to_multiple_handles_odd_sizes(hw):
     return upsample_nearest(jnp.asarray(v), 4)
 
   for mode in ("reflect", "flip"):
-    y = evaluate.infer(model, x, scale=4, multiple=8, pad_mode=mode)
-    np.testing.assert_array_equal(y, np.asarray(upsample_nearest(x, 4)))
+    for always in (False, True):
+      y = inference.infer(model, x, Inference(multiple=8, pad_mode=mode, pad_always=always))
+      np.testing.assert_array_equal(y["image"], np.asarray(upsample_nearest(x, 4)))
   assert seen[0][1:3] == (-(-h // 8) * 8, -(-w // 8) * 8)
+  assert seen[1][1:3] == ((h // 8 + 1) * 8, (w // 8 + 1) * 8)  # official: at least one pixel
 
 
 def test_pad_modes_match_torch_reflect_and_promptcir_flip():
   x = kodak_crop(13, 17, "kodim10", top=30, left=40)
   xt = torch.from_numpy(x).permute(0, 3, 1, 2)
   ref = torch.nn.functional.pad(xt, (0, 7, 0, 3), mode="reflect").permute(0, 2, 3, 1).numpy()
-  np.testing.assert_array_equal(evaluate.pad_to(x, 16, 24, "reflect"), ref)
+  np.testing.assert_array_equal(inference.pad_to(x, 16, 24, "reflect"), ref)
   flip = torch.cat([xt, torch.flip(xt, [2])], 2)[:, :, :16]  # PromptCIR test_model.py
   flip = torch.cat([flip, torch.flip(flip, [3])], 3)[:, :, :, :24].permute(0, 2, 3, 1).numpy()
-  np.testing.assert_array_equal(evaluate.pad_to(x, 16, 24, "flip"), flip)
+  np.testing.assert_array_equal(inference.pad_to(x, 16, 24, "flip"), flip)
   with pytest.raises(ValueError, match="pad_mode must be one of"):
-    evaluate.pad_to(x, 16, 24, "edge")
+    inference.pad_to(x, 16, 24, "edge")
 
 
 @jax.jit
@@ -126,9 +134,10 @@ def _blur_x2(v):
 
 def test_self_ensemble_of_equivariant_op_is_the_op():
   x = kodak_crop(21, 30, "kodim11", top=100, left=100)
-  plain = evaluate.infer(_blur_x2, x, scale=2)
-  ens = evaluate.infer(_blur_x2, x, scale=2, self_ensemble=True)
-  np.testing.assert_allclose(ens, plain, atol=1e-6)
+  plain = inference.infer(_blur_x2, x)["image"]
+  for ensemble in ("x8", "transpose"):
+    ens = inference.infer(_blur_x2, x, Inference(ensemble=ensemble))["image"]
+    np.testing.assert_allclose(ens, plain, atol=1e-6)
 
 
 def test_self_ensemble_averages_the_eight_transforms():
@@ -143,9 +152,11 @@ def test_self_ensemble_averages_the_eight_transforms():
       y = fn(np.ascontiguousarray(v))
       y = y[:, :, ::-1] if flip else y
       want = want + np.rot90(y, -k, axes=(1, 2))
-  got = evaluate.infer(fn, x, scale=1, self_ensemble=True)
+  got = inference.infer(fn, x, Inference(ensemble="x8"))["image"]
   np.testing.assert_allclose(got, want / 8, atol=1e-6)
   assert np.abs(got - fn(x)).max() > 1e-3
+  two = inference.infer([fn, lambda v: fn(v) * 0.5], x)["image"]  # a checkpoint ensemble
+  np.testing.assert_allclose(two, fn(x) * 0.75, atol=1e-6)
 
 
 def _pairs(scale, names=("kodim01", "kodim04"), quality=20, hw=(64, 48)):
@@ -173,9 +184,11 @@ def test_evaluate_pairs_rows_and_baseline():
     tasks.append(np.asarray(task_id).tolist())
     return up(x)
 
-  rows, means = evaluate.evaluate_pairs(apply_fn, pairs, scale=2, multiple=4,
-                                        on_image=lambda ex, sr, bic: seen.append((sr, bic)))
-  assert tasks == [[0], [1]]
+  rows, means, skipped = evaluate.evaluate_pairs(
+      apply_fn, pairs, scale=2, protocol=Inference(multiple=4),
+      on_image=lambda ex, sr, bic: seen.append((sr, bic)))
+  assert not skipped
+  assert tasks == [0, 1]
   assert [(r["source"], r["method"]) for r in rows] == [
       ("kodim01.png", "model"), ("kodim01.png", "bicubic"),
       ("kodim04.png", "model"), ("kodim04.png", "bicubic")]
@@ -190,18 +203,36 @@ def test_evaluate_pairs_rows_and_baseline():
   assert set(means["model"]) == {"psnr", "ssim", "psnr_y", "ssim_y"}
 
 
-def test_evaluate_pairs_restoration_with_psnr_b():
+def test_evaluate_pairs_restoration_rgb_with_psnr_b():
   pairs = _pairs(1, quality=10)
-  rows, means = evaluate.evaluate_pairs(lambda x, t: x, pairs, scale=1, psnr_b=True,
-                                        tile=32, tile_overlap=8)
+  ev = Evaluation(channel="rgb", crop_border=0, psnr_b=True, best_metric="psnr")
+  rows, means, _ = evaluate.evaluate_pairs(lambda x, t: x, pairs, scale=1, ev=ev,
+                                           protocol=Inference(tile=32, tile_overlap=8))
   assert means["model"] == pytest.approx(means["bicubic"])  # identity == the degraded input
-  want = metrics.psnr_b(pairs[0]["lr"], pairs[0]["hr"], 0, y_channel=True)  # x1: no crop
-  assert rows[0]["psnr_b_y"] == pytest.approx(want)
-  assert means["model"]["psnr_b_y"] < means["model"]["psnr_y"]
+  want = metrics.psnr_b(pairs[0]["lr"], pairs[0]["hr"], 0)  # x1: no crop; RGB as PromptCIR
+  assert rows[0]["psnr_b"] == pytest.approx(want) and "psnr_b_y" not in rows[0]
+  assert means["model"]["psnr_b"] < means["model"]["psnr"]
+  assert evaluate.table_metrics(ev) == ["psnr", "ssim", "psnr_b"]
 
 
-def test_evaluate_pairs_rejects_mismatched_pairs():
-  ex = _pairs(2)[0]
-  ex["hr"] = ex["hr"][:-2]
-  with pytest.raises(ValueError, match="kodim01.png: hr shape"):
-    evaluate.evaluate_pairs(lambda x, t: x, [ex], scale=2)
+def test_extra_outputs_are_scored_against_their_reference():
+  pairs = _pairs(2)
+  up = jax.jit(lambda x: resize_bicubic(x, (x.shape[1] * 2, x.shape[2] * 2)))
+  predict = lambda x, t: {"image": up(x), "x1": up(x), "y1": x}
+  rows, _, _ = evaluate.evaluate_pairs(
+      predict, pairs, scale=2, extra_target=lambda n: "hr" if n[0] == "x" else "lr_clean")
+  r = rows[0]
+  assert r["psnr_y_x1"] == r["psnr_y"]
+  want = metrics.psnr(pairs[0]["lr"], pairs[0]["lr_clean"], 1, y_channel=True)  # border 2 // 2
+  assert r["psnr_y_y1"] == pytest.approx(want)
+
+
+def test_evaluate_pairs_skips_what_it_cannot_score():
+  good, bad = _pairs(2)
+  bad["hr"] = bad["hr"][:-2]
+  tiny = dict(good, lr=good["lr"][:1, :], hr=good["hr"][:2, :], source="thin.png")
+  rows, _, skipped = evaluate.evaluate_pairs(lambda x, t: x.repeat(2, 1).repeat(2, 2),
+                                             [bad, good, tiny], scale=2)
+  assert [r["source"] for r in rows] == ["kodim01.png", "kodim01.png"]
+  assert [s for s, _ in skipped] == ["kodim04.png", "thin.png"]
+  assert "hr shape" in skipped[0][1] and "too small" in skipped[1][1]

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import torch
 from flax import nnx
 
-from csr_jax.convert.core import load_module
+from csr_jax.weights import load_module
 from csr_jax.models.promptcir import module_table
 from csr_jax.layers.ocab import relative_position_index_oca
 from csr_jax.layers.resize import pixel_unshuffle

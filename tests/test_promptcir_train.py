@@ -1,42 +1,24 @@
 """PromptCIR through the training job on real Kodak crops: stage 1 (fixed JPEG qualities from
 the shards) and stage 2 (initialised from stage 1, on-line JPEG), 2 steps each."""
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from configs import promptcir as pcir_config
 from csr_jax import checkpoint
+from csr_jax import models
 from csr_jax import train
-from csr_jax.data import records
-from csr_jax.data import transforms
-from tests.conftest import kodak_path, load_rgb
+from tests.conftest import prepare, write_hr_crops
 
 NAMES = ("kodim02", "kodim04", "kodim14", "kodim22")
 
 
-def _png(a):
-  buf = io.BytesIO()
-  Image.fromarray(a).save(buf, format="PNG")
-  return buf.getvalue()
-
-
 def write_jpeg_shards(out_dir, qualities=(10, 40), size=48):
-  """Scale-1 CIR records (HR = clean LR, LR = Pillow JPEG of it), as `--scale 1` prep writes."""
-  out_dir.mkdir(parents=True, exist_ok=True)
-  path = str(out_dir / "kodak-train.tfrecord-00000-of-00001")
-  with records.TFRecordWriter(path) as w:
-    for n in NAMES:
-      hr = load_rgb(kodak_path(n))[200:200 + size, 300:300 + size]
-      for q in qualities:
-        w.write(records.encode_example(dict(
-            hr_png=_png(hr), lr_clean_png=_png(hr), lr_png=_png(transforms.jpeg(hr, q)),
-            codec="jpeg", quality=q, task_id=0, scale=1, bpp=0.0, source=f"{n}.png",
-            hr_height=size, hr_width=size, lr_height=size, lr_width=size)))
-  records.write_index(w.index, path + ".idx")
-  return str(out_dir)
+  """Scale-1 CIR records (HR = clean LR, LR = Pillow JPEG of it) from the prep step."""
+  hr = write_hr_crops(out_dir.parent / "hr", NAMES, size, top=200, left=300)
+  return str(prepare(hr, out_dir, "--scale", "1", "--codec",
+                     f"jpeg:{','.join(map(str, qualities))}", "--name", "kodak",
+                     "--min_size", "32"))
 
 
 def small_config(variant, train_dir):
@@ -58,15 +40,18 @@ def test_paper_settings():
   assert s1.optim.lr * s1.optim.final_lr_ratio == pytest.approx(1e-6)
   assert s2.optim.lr == 1e-4 and tuple(s2.data.online_jpeg) == (10, 70)
   assert s2.optim.lr * s2.optim.final_lr_ratio == pytest.approx(1e-6)
-  assert s1.eval.crop_border == 0 and (s1.eval.tile, s1.eval.tile_overlap) == (384, 96)
-  assert not s1.model.use_task_id
+  spec = models.spec("promptcir")
+  assert spec.evaluation.crop_border == 0 and spec.evaluation.channel == "rgb"
+  assert (spec.inference.tile, spec.inference.tile_overlap) == (384, 96)
+  assert spec.inference.pad_mode == "flip" and spec.inference.pad_always
+  assert spec.task_ids is None  # blind
 
 
 def test_stage1_then_stage2_two_steps(tmp_path):
   data = write_jpeg_shards(tmp_path / "data")
   state1, _ = train.train_and_evaluate(small_config("stage1", data), str(tmp_path / "s1"))
   assert int(state1["step"]) == 2
-  assert checkpoint.Checkpointer(str(tmp_path / "s1" / "checkpoints")).latest_step() == 2
+  assert checkpoint.intact_steps(tmp_path / "s1" / "checkpoints")[-1] == 2
 
   cfg2 = small_config("stage2", data)
   cfg2.init_from = str(tmp_path / "s1" / "checkpoints")

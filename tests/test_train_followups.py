@@ -12,16 +12,16 @@ import pytest
 from flax import nnx
 
 from configs import cisr as cisr_config
-from configs import common, promptcir, promptsr, ucip
-from csr_jax import benchmark, checkpoint, evaluate, metrics, models, sharding, train
-from csr_jax.convert import core, orbax_io
+from configs import promptcir, promptsr, ucip
+from csr_jax import checkpoint, config_lib, evaluate, metrics, models, train, weights
+from csr_jax.convert import core
 from csr_jax.data import pipeline
-from tests.conftest import REPO
-from tests.test_data_pipeline import make_shards
+from csr_jax.tree import flatten
+from tests.conftest import REPO, prepare, run_module, write_hr_crops
 
 
 def test_crop_border_override_keeps_the_scale():
-  c = common.base_config()
+  c = config_lib.base_config()
   assert c.eval.crop_border is None and c.data.scale == 4
   c.eval.crop_border = 0
   assert (c.data.scale, c.eval.crop_border) == (4, 0)
@@ -32,7 +32,8 @@ def test_crop_border_override_keeps_the_scale():
   for cfg in (ucip.get_config("small"), promptsr.get_config("x3")):
     assert cfg.eval.crop_border is None  # -> scale, resolved by evaluate_pairs
   pc = promptcir.get_config("stage1")
-  assert (pc.eval.crop_border, pc.data.scale) == (0, 1)
+  assert (pc.eval.crop_border, pc.data.scale) == (None, 1)
+  assert models.spec("promptcir").evaluation.crop_border == 0  # the family's protocol
 
 
 def test_early_stop_counts_evaluations_below_the_best():
@@ -52,41 +53,43 @@ def _psr_params(upscale: int, seed: int):
 def test_init_from_skip_keeps_the_mismatched_decoder_fresh(tmp_path):
   """PromptSR x4 fine-tuned from x2: all params but upsample.0 come from the x2 checkpoint."""
   x2 = jax.tree.map(np.asarray, _psr_params(2, seed=1))
-  orbax_io.write_params(tmp_path / "x2", x2)
-  repl = sharding.replicated(sharding.make_mesh())
-  fresh = jax.device_put(_psr_params(4, seed=0), repl)
+  checkpoint.write_params(tmp_path / "x2", x2, {})
+  fresh = jax.tree.map(np.asarray, _psr_params(4, seed=0))
+  r = weights.ref("promptsr", "small", {"upscale": 4})
   skip = promptsr.get_config("x4").init_from_skip
   assert promptsr.get_config("x2").init_from_skip == ""
-  got = checkpoint.load_params(str(tmp_path / "x2"), fresh, skip=skip)
-  flat_got, flat_x2 = orbax_io.flatten(got), orbax_io.flatten(x2)
-  flat_fresh = orbax_io.flatten(fresh)
+  got = weights.load(tmp_path / "x2", r, fresh, skip=skip)
+  flat_got, flat_x2, flat_fresh = flatten(got), flatten(x2), flatten(fresh)
   assert sorted(k for k in flat_got if k.startswith("upsample.")) == [
       "upsample.0.bias", "upsample.0.kernel"]
   for k, v in flat_got.items():
-    assert v.sharding == repl and v.dtype == flat_fresh[k].dtype
+    assert v.dtype == flat_fresh[k].dtype
     want = flat_fresh[k] if k.startswith("upsample.0.") else flat_x2[k]
     np.testing.assert_array_equal(np.asarray(v), np.asarray(want))
   with pytest.raises(core.ConversionError) as err:  # strict without the skip
-    checkpoint.load_params(str(tmp_path / "x2"), fresh)
+    weights.load(tmp_path / "x2", r, fresh)
   msg = str(err.value)
   assert "\n" not in msg and "upsample.0.kernel: got (3, 3, 16, 12), expected (3, 3, 16, 48)" in msg
   assert err.value.missing == [] and err.value.unexpected == []
   # An abstract target cannot keep a skipped parameter fresh.
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), fresh)
   with pytest.raises(ValueError, match="upsample.0.bias matches skip"):
-    checkpoint.load_params(str(tmp_path / "x2"), sharding.abstract_like(fresh, repl), skip=skip)
+    weights.load(tmp_path / "x2", r, abstract, skip=skip)
 
 
 def test_x4_star_skip_covers_the_blocks_x2_lacks(tmp_path):
   """x4_star (depth 4) from x2 (depth 3): the skip keeps upsample.0 and every group's 4th
   block fresh; everything else loads strictly from the x2 checkpoint."""
-  mk = lambda upscale, depth, seed: nnx.to_pure_dict(nnx.state(models.create(
-      "promptsr", "small", rngs=nnx.Rngs(seed), upscale=upscale, depth=depth), nnx.Param))
-  x2 = jax.tree.map(np.asarray, mk(2, 3, seed=1))
-  orbax_io.write_params(tmp_path / "x2", x2)
-  fresh = jax.device_put(mk(4, 4, seed=0), sharding.replicated(sharding.make_mesh()))
+  mk = lambda upscale, depth, seed: jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(
+      models.create("promptsr", "small", rngs=nnx.Rngs(seed), upscale=upscale, depth=depth),
+      nnx.Param)))
+  x2 = mk(2, 3, seed=1)
+  checkpoint.write_params(tmp_path / "x2", x2, {})
+  fresh = mk(4, 4, seed=0)
   skip = promptsr.get_config("x4_star").init_from_skip
-  got = orbax_io.flatten(checkpoint.load_params(str(tmp_path / "x2"), fresh, skip=skip))
-  flat_x2, flat_fresh = orbax_io.flatten(x2), orbax_io.flatten(fresh)
+  r = weights.ref("promptsr", "small", {"upscale": 4, "depth": 4})
+  got = flatten(weights.load(tmp_path / "x2", r, fresh, skip=skip))
+  flat_x2, flat_fresh = flatten(x2), flatten(fresh)
   kept = sorted(k for k in got if k not in flat_x2 or flat_x2[k].shape != got[k].shape)
   assert kept and all(k.startswith("upsample.0.") or ".blocks.3." in k for k in kept)
   for k, v in got.items():
@@ -110,10 +113,10 @@ def cisr_run(tmp_path_factory):
   """CISR small x2, evaluated every step with raw params and a large learning rate, so the
   validation PSNR falls and the run stops early."""
   root = tmp_path_factory.mktemp("cisr_followup")
-  make_shards(root / "train", names=("kodim05",), hr_size=48, scale=2, qualities=(20,),
-              num_shards=1)
-  make_shards(root / "eval", names=("kodim02",), hr_size=32, scale=2, qualities=(20,),
-              num_shards=1, split="test")
+  prepare(write_hr_crops(root / "hr", ("kodim05",), 48), root / "train", "--scale", "2",
+          "--codec", "jpeg:20", "--name", "kodak", "--min_size", "32")
+  prepare(write_hr_crops(root / "hr_eval", ("kodim02",), 32), root / "eval", "--scale", "2",
+          "--codec", "jpeg:20", "--name", "kodak", "--split", "test", "--min_size", "32")
   c = cisr_config.get_config("small,scale=2,steps=6,batch=1,workers=0")
   c.data.train_dir, c.data.eval_dir = str(root / "train"), str(root / "eval")
   c.data.patch_size = 12
@@ -121,7 +124,7 @@ def cisr_run(tmp_path_factory):
   c.keep_checkpoints = 1
   c.eval.use_ema = False
   c.eval.patience = 1
-  c.optim.lr = 0.05
+  c.optim.lr = 3e-3
   wd = root / "run"
   state, last = train.train_and_evaluate(c, str(wd))
   with open(wd / "metrics.csv") as f:
@@ -141,14 +144,12 @@ def test_cisr_validation_reports_every_step(cisr_run):
     assert {"psnr_y", "psnr_y_x1", "psnr_y_x2", "psnr_y_y1", "psnr_y_y2"} <= set(m)
     assert m["psnr_y_x2"] == m["psnr_y"]  # the main metric is the final x_J
   # Recompute the last evaluation's y_j PSNR from the model itself.
-  ex = list(pipeline.eval_dataset(
-      [str(p) for p in sorted((wd.parent / "eval").iterdir()) if p.suffix != ".idx"],
-      keys=("hr", "lr", "lr_clean")))[0]
-  model = models.create("cisr", c.model.variant, rngs=nnx.Rngs(0))
-  params = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(params, jax.device_get(state["params"]))
-  nnx.update(model, params)
-  out = nnx.jit(lambda m, x: m(x, jnp.zeros((1,), jnp.int32)))(
+  shards = [p for ps in train.report.find_datasets(wd.parent / "eval").values() for p in ps]
+  ex = list(pipeline.eval_dataset(shards, keys=("hr", "lr", "lr_clean")))[0]
+  r = weights.ref_from_config(c)
+  graphdef, rest, _ = weights.abstract(r)
+  model = weights.merge(graphdef, rest, jax.device_get(state["params"]))
+  out = nnx.jit(lambda m, x: r.spec.apply(m, x, jnp.zeros((1,), jnp.int32)))(
       model, jnp.asarray(ex["lr"][None], jnp.float32) / 255.0)
   for j in (1, 2):
     y = evaluate.to_uint8(np.asarray(out["y"][j - 1][0]))
@@ -178,13 +179,13 @@ def test_cisr_stops_when_validation_psnr_falls(cisr_run):
 
 def test_cisr_benchmark_writes_per_step_table(cisr_run, tmp_path):
   c, wd, state, last, val = cisr_run
-  out = tmp_path / "bench"
-  res = benchmark.main(["--config", f"{REPO}/configs/cisr.py:small,scale=2", "--checkpoint",
-                        str(wd / "checkpoints" / str(max(val))), "--data", str(wd.parent / "eval"),
-                        "--out", str(out)])
-  (g,) = [g for g in res["groups"] if g["method"] == "model"]
+  step = os.path.relpath(wd / "checkpoints" / str(max(val)), tmp_path)
+  res = run_module(["csr_jax.benchmark", "--config",
+                    f"{os.path.relpath(REPO / 'configs' / 'cisr.py', tmp_path)}:small,scale=2",
+                    "--checkpoint", step, "--data", os.path.relpath(wd.parent / "eval", tmp_path),
+                    "--out", "bench"], tmp_path)
+  rows = list(csv.DictReader(open(tmp_path / "bench" / "table.csv")))
+  (g,) = [g for g in rows if g["method"] == "model" and g["codec"] != "all"]
   for k in ("psnr_y", "psnr_y_x1", "psnr_y_x2", "psnr_y_y1", "psnr_y_y2"):
-    assert abs(g[k] - val[max(val)][k]) < 0.05, k
-  assert "| x1 | x2 | y1 | y2 |" in res["table_md"]
-  header = (out / "table.csv").read_text().splitlines()[0]
-  assert "psnr_y_y2" in header
+    assert abs(float(g[k]) - val[max(val)][k]) < 0.05, k
+  assert "| x1 | x2 | y1 | y2 |" in res.stdout

@@ -34,7 +34,7 @@ def to_torch(name: str, model) -> dict[str, np.ndarray]:
   return core.to_torch(table(name, model), model)
 
 
-def _strip_module_prefix(sd: Mapping) -> dict:
+def strip_module_prefix(sd: Mapping) -> dict:
   """DistributedDataParallel saves 'module.'-prefixed keys; accept them when all keys have it."""
   keys = list(sd)
   if keys and all(k.startswith("module.") for k in keys):
@@ -44,31 +44,30 @@ def _strip_module_prefix(sd: Mapping) -> dict:
 
 def from_torch(name: str, variant: str, state_dict_or_path, *, container_key: str | None = None,
                rngs=None, **overrides):
-  """A `name`/`variant` JAX model holding the weights of a torch state_dict or .pth file."""
+  """A `name`/`variant` JAX model holding the weights of a torch state_dict or .pth file
+  (strict; built without a random init)."""
   from flax import nnx
-  from csr_jax import models
+  from csr_jax import models, paths, weights
 
   source = "state_dict"
   sd = state_dict_or_path
   if isinstance(sd, (str, os.PathLike)):
-    source = os.fspath(sd)
+    source = paths.display(paths.resolve(sd))
     sd = load_torch_file(sd, container_key)
   make = lambda: models.create(name, variant, rngs=rngs if rngs is not None else nnx.Rngs(0),
                                **overrides)
-  return core.load_module(make, _strip_module_prefix(sd), lambda m: table(name, m), source)
+  return weights.load_module(make, strip_module_prefix(sd), lambda m: table(name, m), source)
 
 
-def save_torch_file(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
-  """torch.save of an ordered {key: array} as CPU tensors; written to a temp file, then renamed."""
+def save_torch_file(state_dict: Mapping[str, np.ndarray], path) -> None:
+  """torch.save of an ordered {key: array} as CPU tensors, written whole (temp + rename)."""
+  import io
   import torch  # Deferred: only writing .pth files needs torch.
+  from csr_jax import paths
 
-  path = os.fspath(path)
-  tensors = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state_dict.items()}
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    torch.save(tensors, tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
+  buf = io.BytesIO()
+  torch.save({k: torch.from_numpy(np.array(v, copy=True)) for k, v in state_dict.items()}, buf)
+  path = paths.resolve(path)
+  tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+  tmp.write_bytes(buf.getvalue())
+  tmp.replace(path)

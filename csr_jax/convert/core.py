@@ -13,10 +13,12 @@ from typing import Callable, Mapping
 
 import numpy as np
 import jax
+from absl import logging
 import jax.numpy as jnp
 from flax import nnx
 
 from csr_jax.layers.conv import Conv2d, Linear
+from csr_jax.tree import path_str
 from csr_jax.layers.norm import LayerNorm
 
 
@@ -52,10 +54,6 @@ class Entry:
   jax_path: str | None
   transform: str = "copy"
   buffer: np.ndarray | None = None
-
-
-def path_str(path) -> str:
-  return ".".join(str(getattr(p, "key", p)) for p in path)
 
 
 def flat_params(model) -> dict[str, jax.Array]:
@@ -138,76 +136,95 @@ def to_torch(table: list[Entry], model) -> dict[str, np.ndarray]:
 
 def _as_numpy(v):
   if hasattr(v, "detach"):  # a torch tensor; torch is imported only by whoever made it
-    return v.detach().cpu().numpy()
+    v = v.detach().cpu()
+    return (v.float() if str(v.dtype) == "torch.bfloat16" else v).numpy()
   return np.asarray(v)
 
 
-def load_torch_file(path: str | os.PathLike, container_key: str | None = None) -> dict:
-  """Reads a .pth state_dict safely (weights_only=True, never unpickles code).
-
-  `container_key` picks a nested dict (e.g. 'params' or 'params_ema' in BasicSR files).
-  """
+def load_torch_file(path, container_key: str | None = None) -> dict:
+  """Reads a .pth state_dict safely: `torch.load(weights_only=True)`, so pickled code is
+  refused, never run. `container_key` picks a nested dict (e.g. BasicSR's 'params')."""
+  import pickle
   import torch  # Deferred: conversion to JAX needs torch only to read .pth files.
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such state_dict file")
+  from csr_jax import paths
+  where = paths.resolve(path)
+  if not where.is_file():
+    raise FileNotFoundError(f"{paths.display(where)}: no such state_dict file")
+  if where.stat().length == 0:
+    raise ConversionError(f"{paths.display(where)}: empty file (0 bytes), not a state_dict")
   try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as exc:  # corrupt, truncated or pickled code
-    raise ConversionError(f"{path}: not a loadable weights-only state_dict "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    with where.open("rb") as f:
+      obj = torch.load(f, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError:
+    raise ConversionError(
+        f"{paths.display(where)}: refused: the file holds pickled Python objects other than "
+        "tensors (they were not run); only plain state_dicts of tensors are accepted") from None
+  except Exception as exc:  # truncated or not a torch file at all
+    raise ConversionError(f"{paths.display(where)}: not a readable state_dict, truncated or "
+                          f"corrupt ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''})"
+                          ) from None
   if container_key is not None:
     if not isinstance(obj, dict) or container_key not in obj:
-      raise ConversionError(f"{path}: has no key {container_key!r} "
-                            f"(top-level keys: {list(obj)[:10] if isinstance(obj, dict) else type(obj)})")
+      keys = list(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+      raise ConversionError(f"{paths.display(where)}: has no key {container_key!r} "
+                            f"(top-level keys: {keys})")
     obj = obj[container_key]
   if not isinstance(obj, dict):
-    raise ConversionError(f"{path}: expected a state_dict (dict of tensors), got {type(obj).__name__}")
+    raise ConversionError(f"{paths.display(where)}: expected a state_dict (dict of tensors), "
+                          f"got {type(obj).__name__}")
   return obj
 
 
-def from_torch(table: list[Entry], model, state_dict: Mapping, source: str = "state_dict"):
-  """Loads `state_dict` into `model` in place, strictly; returns the model."""
-  params = flat_params(model)
-  sd = {k: v for k, v in state_dict.items()}
-  missing, shape_bad, values = [], [], {}
+def flat_from_torch(table: list[Entry], shapes: Mapping[str, tuple], state_dict: Mapping,
+                    source: str = "state_dict") -> dict[str, np.ndarray]:
+  """{jax path: float32 array} from a torch state_dict, strictly: missing, unexpected and
+  mis-shaped keys, buffers that differ from the layout's, integer or boolean tensors where
+  weights belong, and non-finite values are all listed in one `ConversionError`. Other float
+  precisions (fp16, bf16, fp64) are converted to float32 with a warning naming how many."""
+  sd = dict(state_dict)
+  missing, bad, values, recast = [], [], {}, []
   for e in table:
     if e.torch_key not in sd:
       missing.append(e.torch_key)
       continue
-    arr = _as_numpy(sd.pop(e.torch_key))
+    raw = sd.pop(e.torch_key)
+    arr = _as_numpy(raw)
     if e.jax_path is None:
       want = np.asarray(e.buffer)
       if arr.shape != want.shape or not np.array_equal(arr, want):
-        shape_bad.append(f"{e.torch_key}: buffer differs from the one this layout implies "
-                         f"({arr.shape} vs {want.shape})")
+        bad.append(f"{e.torch_key}: buffer differs from the one this layout implies "
+                   f"({arr.shape} vs {want.shape})")
       continue
-    new = TRANSFORMS[e.transform][1](arr)
-    ref = params[e.jax_path]
-    if tuple(new.shape) != tuple(ref.shape):
-      torch_shape = TRANSFORMS[e.transform][0](np.zeros(ref.shape, np.int8)).shape
-      shape_bad.append(f"{e.torch_key}: got {tuple(arr.shape)}, expected {tuple(torch_shape)}")
+    if not np.issubdtype(arr.dtype, np.floating):
+      bad.append(f"{e.torch_key}: dtype {arr.dtype}, expected floating point weights")
       continue
-    values[e.jax_path] = new
-  problems = _problems(missing, list(sd), shape_bad, noun=" keys")
+    if not np.all(np.isfinite(arr)):
+      bad.append(f"{e.torch_key}: {int(np.sum(~np.isfinite(arr)))} non-finite values")
+      continue
+    if str(getattr(raw, "dtype", arr.dtype)) not in ("float32", "torch.float32"):
+      recast.append(f"{e.torch_key} ({getattr(raw, 'dtype', arr.dtype)})")
+    new = TRANSFORMS[e.transform][1](arr.astype(np.float32))
+    want = tuple(shapes[e.jax_path])
+    if tuple(new.shape) != want:
+      torch_shape = TRANSFORMS[e.transform][0](np.zeros(want, np.int8)).shape
+      bad.append(f"{e.torch_key}: got {tuple(arr.shape)}, expected {tuple(torch_shape)}")
+      continue
+    values[e.jax_path] = np.ascontiguousarray(new)
+  problems = _problems(missing, list(sd), bad, noun=" keys")
   if problems:
-    raise ConversionError(f"{source}: does not match the model layout; " + "; ".join(problems))
-  state = nnx.state(model, nnx.Param)
-  flat = nnx.to_flat_state(state)
-  for p, var in flat:
-    var.set_value(jnp.asarray(values[path_str(p)], dtype=var.get_value().dtype))
-  nnx.update(model, nnx.from_flat_state(flat))
-  return model
+    raise ConversionError(f"{source}: does not match the model layout; " + "; ".join(problems),
+                          missing, list(sd), bad)
+  if recast:
+    logging.warning("%s: %d tensors converted to float32: %s", source, len(recast),
+                    ", ".join(recast[:5]) + (" ..." if len(recast) > 5 else ""))
+  return values
 
 
-def load_module(make, state_dict, table_fn, source: str = "state_dict"):
-  """`make()`'s module (a model or any block) holding `state_dict`'s weights, built without a
-  random init: the structure comes from `nnx.eval_shape` (tracing only)."""
-  graphdef, state = nnx.split(nnx.eval_shape(make))
-  module = nnx.merge(graphdef, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state))
-  from_torch(table_fn(module), module, state_dict, source)
-  graphdef, state = nnx.split(module)
-  return nnx.merge(graphdef, jax.tree.map(jnp.asarray, state))
+def from_torch(table: list[Entry], model, state_dict: Mapping, source: str = "state_dict"):
+  """Loads `state_dict` into `model` in place, strictly; returns the model."""
+  shapes = {k: _shape(v) for k, v in flat_params(model).items()}
+  return load_flat_params(model, flat_from_torch(table, shapes, state_dict, source), source)
 
 
 def _problems(missing: list, unexpected: list, misshaped: list, noun: str = "") -> list[str]:
@@ -250,10 +267,6 @@ def match_flat(want: Mapping[str, object], flat: Mapping[str, object], source: s
   return values
 
 
-def _tree_key(path) -> str:
-  return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
 def load_flat_params(target, flat: Mapping[str, np.ndarray], source: str = "params",
                      skip: str | None = None):
   """Strictly loads {'blocks.0.1.atm.proj.kernel': array} (e.g. from Orbax) into `target`.
@@ -271,11 +284,11 @@ def load_flat_params(target, flat: Mapping[str, np.ndarray], source: str = "para
         var[...] = jnp.asarray(values[key], dtype=var[...].dtype)
     nnx.update(target, nnx.from_flat_state(flat_state))
     return target
-  want = {_tree_key(p): v for p, v in jax.tree_util.tree_leaves_with_path(target)}
+  want = {path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(target)}
   values = match_flat(want, flat, source, skip)
 
   def pick(path, ref):
-    key = _tree_key(path)
+    key = path_str(path)
     if key in values:
       return np.asarray(values[key], dtype=ref.dtype)
     if isinstance(ref, jax.ShapeDtypeStruct):

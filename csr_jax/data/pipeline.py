@@ -36,10 +36,12 @@ def apply_shard(ds: grain.MapDataset, options) -> grain.MapDataset:
 
 def train_dataset(paths: list[str], *, patch: int, scale: int, batch_size: int, seed: int = 0,
                   shard=None, augment: bool = True, jpeg_qualities=None,
-                  keys=("hr", "lr", "task_id")) -> grain.MapDataset:
-  """Infinite MapDataset of uint8 batches {hr [B,ps,ps,3], lr [B,p,p,3], task_id [B], ...}.
+                  keys=("hr", "lr", "task_id"), task_ids=None) -> grain.MapDataset:
+  """Infinite MapDataset of uint8 batches {hr [B,ps,ps,3], lr [B,p,p,3], task_id [B], ...};
+  batch i is a pure function of (records, seed, i).
 
-  `batch_size` is per process; `shard` a grain ShardOptions (default: no sharding).
+  `batch_size` is per process; `shard` a grain ShardOptions (default: no sharding);
+  `task_ids` the model's codec -> prompt id table (csr_jax.family.task_id).
   """
   images = [k for k in keys if k in source.IMAGE_KEYS]
   if jpeg_qualities and "lr_clean" not in images:
@@ -48,13 +50,15 @@ def train_dataset(paths: list[str], *, patch: int, scale: int, batch_size: int, 
   ds = apply_shard(ds, shard or grain.sharding.NoSharding())
   ds = ds.seed(seed).shuffle().repeat()
   ds = ds.map(transforms.Decode(images))
-  ds = ds.random_map(transforms.TrainAugment(patch, scale, augment, jpeg_qualities, keys))
+  ds = ds.random_map(transforms.TrainAugment(patch, scale, augment, jpeg_qualities, keys,
+                                             task_ids))
   return ds.batch(batch_size, drop_remainder=True)
 
 
-def train_iterator(ds: grain.MapDataset, num_workers: int = 0, buffer: int = 4):
-  """A checkpointable iterator; `num_workers` > 0 decodes and batches in worker processes."""
-  it_ds = ds.to_iter_dataset()
+def train_iterator(ds: grain.MapDataset, num_workers: int = 0, buffer: int = 4, start: int = 0):
+  """An iterator from batch `start` on (the resume position, whatever the worker count);
+  `num_workers` > 0 decodes and batches in worker processes."""
+  it_ds = (ds[start:] if start else ds).to_iter_dataset()
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():  # Grain reads absl flags; library callers never parse them
       flags.FLAGS.mark_as_parsed()
@@ -64,10 +68,15 @@ def train_iterator(ds: grain.MapDataset, num_workers: int = 0, buffer: int = 4):
 
 
 def eval_dataset(paths: list[str], max_images: int | None = None,
-                 keys=("hr", "lr", "lr_clean")) -> grain.MapDataset:
+                 keys=("hr", "lr", "lr_clean"), task_ids=None):
   """Whole images in file order: {lr, hr, lr_clean (uint8 HWC), codec, quality, task_id, scale,
-  source}."""
+  source}. A codec without a prompt in `task_ids` gets the error text in `task_id` instead,
+  so that the evaluator can skip that image and go on."""
   ds = grain.MapDataset.source(source.TFRecordSource(paths))
   if max_images:
     ds = ds[:max_images]
-  return ds.map(transforms.Decode(keys))
+  for ex in ds.map(transforms.Decode(keys)):
+    try:
+      yield transforms.with_task_id(ex, task_ids)
+    except KeyError as exc:
+      yield {**ex, "task_id": exc.args[0]}

@@ -11,6 +11,7 @@ import grain
 import numpy as np
 from PIL import Image
 
+from csr_jax import family
 from csr_jax.data import source
 
 PAIRED = ("lr", "lr_clean")  # LR-resolution images cropped together with `hr`
@@ -60,14 +61,20 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
   return source.decode_png(buf.getvalue())
 
 
-def online_jpeg(ex: dict, qualities: tuple[int, int], rng: np.random.Generator,
-                task_id: int = 0) -> dict:
+def online_jpeg(ex: dict, qualities: tuple[int, int], rng: np.random.Generator) -> dict:
   """Re-degrades the clean LR with JPEG at a quality drawn from [lo, hi] (PromptCIR stage 2)."""
   q = int(rng.integers(qualities[0], qualities[1] + 1))
   out = dict(ex)
   out["lr"] = jpeg(ex["lr_clean"], q)
-  out["quality"], out["task_id"], out["codec"] = np.int32(q), np.int32(task_id), "jpeg"
+  out["quality"], out["codec"] = np.int32(q), "jpeg"
   return out
+
+
+def with_task_id(ex: dict, table) -> dict:
+  """`task_id` of the example's codec in the model's table (a task id belongs to the model,
+  not to the data); 0 when the model takes none."""
+  tid = 0 if table is None else family.task_id(table, ex["codec"], where=ex.get("source", ""))
+  return {**ex, "task_id": np.int32(tid)}
 
 
 class Decode(grain.transforms.Map):
@@ -84,10 +91,11 @@ class TrainAugment(grain.transforms.RandomMap):
   """Paired crop, optional on-line JPEG, flips/rotations; keeps only batchable fields."""
 
   def __init__(self, patch: int, scale: int, augment: bool = True,
-               jpeg_qualities: tuple[int, int] | None = None, keep=("hr", "lr", "task_id")):
+               jpeg_qualities: tuple[int, int] | None = None, keep=("hr", "lr", "task_id"),
+               task_ids=None):
     self.patch, self.scale, self.augment = patch, scale, augment
     self.jpeg_qualities = tuple(jpeg_qualities) if jpeg_qualities else None
-    self.keep = tuple(keep)
+    self.keep, self.task_ids = tuple(keep), task_ids
 
   def random_map(self, ex: dict, rng: np.random.Generator) -> dict:
     ex = paired_random_crop(ex, self.patch, self.scale, rng)
@@ -95,4 +103,6 @@ class TrainAugment(grain.transforms.RandomMap):
       ex = online_jpeg(ex, self.jpeg_qualities, rng)
     if self.augment:
       ex = flip_rotate(ex, rng)
+    if "task_id" in self.keep:
+      ex = with_task_id(ex, self.task_ids)
     return {k: ex[k] for k in self.keep}

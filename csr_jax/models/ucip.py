@@ -368,6 +368,7 @@ TASK_IDS = {"jpeg": 0, "hevc": 1, "vvc": 2, "cheng2020-*-mse": 3, "cheng2020-*-m
 
 SPEC = FamilySpec(
     name="ucip", variants=VARIANTS, build=UCIP, torch_table=torch_table, task_ids=TASK_IDS,
+    blind_option="blind",
     # Official test: reflect-pad to (h // 8 + 1) * 8; scored on Y with a 4-pixel border.
     inference=Inference(multiple=8, pad_mode="reflect", pad_always=True),
     evaluation=Evaluation(channel="y", best_metric="psnr_y"))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import torch
 from flax import nnx
 
-from csr_jax.convert.core import load_module
+from csr_jax.weights import load_module
 from csr_jax.models.promptcir import module_table
 from csr_jax.layers.resize import pixel_unshuffle
 from csr_jax.layers.restormer import GDFN, MDTA, l2_normalize
