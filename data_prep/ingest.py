@@ -28,7 +28,6 @@ from pathlib import Path
 from csr_jax.data import tasks
 from data_prep import images
 from data_prep import jobs
-from data_prep import prepare
 from data_prep import shards
 
 
@@ -163,23 +162,9 @@ def parse_args(argv=None):
   p.add_argument("--lr_pattern", default=r"(?P<name>.+)",
                  help="regex on each LR path (relative, no extension): group `name` = the HR "
                       "name, optional groups `codec`, `quality`")
-  p.add_argument("--out", required=True, type=Path, help="output folder for shards + manifest")
-  p.add_argument("--scale", type=int, default=4, help="HR size / LR size (1 = restoration)")
-  p.add_argument("--num_shards", type=int, default=1)
-  p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                 help="worker processes (0 = run in this process)")
-  p.add_argument("--name", default="csr", help="dataset name in shard file names")
-  p.add_argument("--split", default="test")
-  p.add_argument("--crop_to_multiple", action=argparse.BooleanOptionalAction, default=True,
-                 help="crop HR top-left to a multiple of --scale, as prepare does")
-  p.add_argument("--min_size", type=int, default=0, help="skip HR images with a side below this")
+  jobs.add_output_flags(p, split="test", min_size=0)
   args = p.parse_args(argv)
-  if not 1 <= args.scale <= prepare.MAX_SCALE:
-    jobs.fail(f"--scale {args.scale}: must be 1-{prepare.MAX_SCALE}")
-  if args.num_shards < 1 or args.workers < 0 or args.min_size < 0:
-    jobs.fail("--num_shards must be >= 1, --workers and --min_size >= 0")
-  jobs.check_name("--name", args.name)
-  jobs.check_name("--split", args.split)
+  jobs.check_output_flags(args)
   if args.lr_dir:
     args.lr.append(args.lr_dir)
   if not args.lr:

@@ -10,6 +10,7 @@ and a re-run of the same command redoes exactly the missing shards. Nothing is s
 workers (no queue or lock a killed process could leave broken).
 """
 
+import argparse
 import dataclasses
 import errno
 import hashlib
@@ -34,6 +35,7 @@ from data_prep import images
 from data_prep import shards
 
 FORMAT = "csr_jax-tfrecord-v2"  # v2: no task_id feature, `encoder` added
+MAX_SCALE = 16
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -56,6 +58,32 @@ def safe_name(rel: str) -> str:
 def check_name(flag: str, value: str) -> None:
   if not records.NAME_RE.fullmatch(value):
     fail(f"{flag} {value!r}: use letters, digits and '_' (it becomes part of shard file names)")
+
+
+def add_output_flags(p: argparse.ArgumentParser, *, split: str, min_size: int) -> None:
+  """The flags prepare and ingest share: where and how shards are written, the HR rules."""
+  p.add_argument("--out", required=True, type=Path, help="output folder for shards + manifest")
+  p.add_argument("--scale", type=int, default=4,
+                 help=f"HR size / LR size, 1-{MAX_SCALE} (1 = restoration only)")
+  p.add_argument("--num_shards", type=int, default=1)
+  p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                 help="worker processes (0 = run in this process)")
+  p.add_argument("--name", default="csr", help="dataset name in shard file names")
+  p.add_argument("--split", default=split)
+  p.add_argument("--crop_to_multiple", action=argparse.BooleanOptionalAction, default=True,
+                 help="crop HR top-left to a multiple of --scale (else such images are skipped)")
+  p.add_argument("--min_size", type=int, default=min_size,
+                 help="skip HR images with a side below this")
+
+
+def check_output_flags(args) -> None:
+  """One-line errors for the shared flags, before any work."""
+  if not 1 <= args.scale <= MAX_SCALE:
+    fail(f"--scale {args.scale}: must be 1-{MAX_SCALE}")
+  if args.num_shards < 1 or args.workers < 0 or args.min_size < 0:
+    fail("--num_shards must be >= 1, --workers and --min_size >= 0")
+  check_name("--name", args.name)
+  check_name("--split", args.split)
 
 
 def _stat_problem(err: OSError, is_link: bool) -> str:
@@ -188,12 +216,16 @@ def _worker(conn) -> None:
     if job is None:
       return
     try:
-      info = process_shard(job, lambda n: conn.send(("img", n)))
+      reply = ("done", process_shard(job, lambda n: conn.send(("img", n))))
+    except BrokenPipeError:
+      return  # the parent is gone; the shard was aborted
     except Exception as e:  # pylint: disable=broad-except
       traceback.print_exc()
-      conn.send(("error", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"))
-    else:
-      conn.send(("done", info))
+      reply = ("error", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+    try:
+      conn.send(reply)
+    except OSError:
+      return
 
 
 def _how_it_died(code) -> str:

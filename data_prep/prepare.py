@@ -13,7 +13,6 @@ usable.
 import argparse
 import dataclasses
 import hashlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,8 +22,6 @@ from data_prep import codecs
 from data_prep import images
 from data_prep import jobs
 from data_prep import shards
-
-MAX_SCALE = 16
 
 _coders = {}
 
@@ -96,9 +93,7 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__.split(
       "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--hr_dir", required=True, type=Path, help="folder of lossless HR images")
-  p.add_argument("--out", required=True, type=Path, help="output folder for shards + manifest")
-  p.add_argument("--scale", type=int, default=4,
-                 help=f"downscale factor 1-{MAX_SCALE} (1 = restoration only)")
+  jobs.add_output_flags(p, split="train", min_size=64)
   p.add_argument("--codec", action="append", default=[],
                  help="NAME:Q1,Q2 (jpeg, webp, hevc, vvc, cheng2020-{anchor,attn}-{mse,ms-ssim}, "
                       "external:<name>) or none; repeatable")
@@ -109,14 +104,6 @@ def parse_args(argv=None):
   p.add_argument("--grid", choices=sorted(tasks.GRIDS), help="a paper's codec grid")
   p.add_argument("--skip_unavailable", action="store_true",
                  help="drop grid codecs that cannot run here instead of stopping")
-  p.add_argument("--num_shards", type=int, default=1)
-  p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                 help="worker processes (0 = run in this process)")
-  p.add_argument("--name", default="csr", help="dataset name in shard file names")
-  p.add_argument("--split", default="train")
-  p.add_argument("--crop_to_multiple", action=argparse.BooleanOptionalAction, default=True,
-                 help="crop HR top-left to a multiple of --scale (else such images are skipped)")
-  p.add_argument("--min_size", type=int, default=64, help="skip HR images with a side below this")
   p.add_argument("--max_images", type=int, default=None, help="use the first K files only")
   p.add_argument("--hm_encoder"), p.add_argument("--hm_decoder")
   p.add_argument("--hm_config", help="HM encoder cfg, e.g. encoder_intra_main.cfg")
@@ -131,14 +118,9 @@ def parse_args(argv=None):
                  help="BT.601 range of the YUV fed to HEVC/VVC encoders")
   p.add_argument("--sleep_per_image", type=float, default=0.0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-  if not 1 <= args.scale <= MAX_SCALE:
-    jobs.fail(f"--scale {args.scale}: must be 1-{MAX_SCALE}")
-  if args.num_shards < 1 or args.workers < 0 or args.min_size < 0:
-    jobs.fail("--num_shards must be >= 1, --workers and --min_size >= 0")
+  jobs.check_output_flags(args)
   if args.max_images is not None and args.max_images < 1:
     jobs.fail(f"--max_images {args.max_images}: must be >= 1 (leave it out for all files)")
-  jobs.check_name("--name", args.name)
-  jobs.check_name("--split", args.split)
   return args
 
 
