@@ -94,8 +94,8 @@ def load_rgb(path) -> np.ndarray:
   except (OSError, SyntaxError, ValueError, EOFError) as e:
     if isinstance(e, BadImage):
       raise
-    raise BadImage(f"truncated or corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                   ) from None
+    why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise BadImage(f"truncated or corrupt ({why})") from None
   return _orient(_to_u8(arr), orientation)
 
 

@@ -5,6 +5,7 @@
   python -m data_prep.ingest --hr_dir HR --lr_dir LR --codec jpeg --quality 20 --scale 4 ...
   python -m data_prep.ingest --hr_dir HR --lr LR \
       --lr_pattern '(?P<name>.+)_(?P<codec>jpeg)_q(?P<quality>\\d+)' ...
+  python -m data_prep.ingest --hr_dir HR --lr LR=jpeg:auto --scale 1 ...   # blind JPEG sets
 
 For datasets whose degraded images already exist (UCSR, LIVE1/BSDS500/ICB JPEG sets, the NTIRE
 2024 blind validation set). An LR file pairs with the HR file of the same relative path
@@ -15,15 +16,22 @@ prep step's rules (`images.prepare_hr`: modes, EXIF, top-left crop to a multiple
 the LR must then be exactly HR / scale in size. `lr_clean` is the prep step's MATLAB-bicubic
 downscale of the HR (the HR itself at scale 1). bpp: the LR file's size when it is the
 bitstream itself (JPEG, WebP), NaN for lossless containers (PNG etc.), where the bitstream is
-unknown. Bad pairs are skipped and reported like bad images in `prepare`.
+unknown. `jpeg:auto` (or `--quality auto`) reads each JPEG file's quality from its quantization
+tables (libjpeg's standard tables scaled for one quality 1-100, as Pillow, OpenCV and MATLAB
+write them), for blind sets whose qualities are not published. Bad pairs are skipped and
+reported like bad images in `prepare`.
 """
 
 import argparse
 import dataclasses
+import functools
+import io
 import os
 import re
 import time
 from pathlib import Path
+
+from PIL import Image
 
 from csr_jax.data import tasks
 from data_prep import images
@@ -38,6 +46,38 @@ def bitstream_format(head: bytes) -> str | None:
   if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
     return "WEBP"
   return None
+
+
+AUTO = "auto"
+
+
+@functools.cache
+def _ijg_tables() -> dict:
+  """{quality: quantization tables} of libjpeg's standard tables at qualities 1-100, read back
+  from files Pillow writes (the tables differ at every quality)."""
+  out = {}
+  for q in range(1, 101):
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "JPEG", quality=q)
+    with Image.open(buf) as im:
+      out[q] = [list(t) for _, t in sorted(im.quantization.items())]
+  return out
+
+
+def jpeg_quality(path) -> int:
+  """The libjpeg quality a JPEG file was written with, from its quantization tables; BadImage
+  when no single quality gives them (another encoder's tables, or a non-JPEG file)."""
+  try:
+    with Image.open(path) as im:
+      tables = [list(t) for _, t in sorted(getattr(im, "quantization", {}).items())]
+  except OSError as e:
+    raise images.BadImage(f"unreadable ({e})") from None
+  hits = [q for q, ref in _ijg_tables().items() if tables and ref[:len(tables)] == tables]
+  if len(hits) != 1:
+    raise images.BadImage("quality auto: quantization tables are not libjpeg's at one quality "
+                          f"({'not a JPEG' if not tables else f'{len(hits)} matches'}); "
+                          "give the quality")
+  return hits[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,16 +98,22 @@ class Pairs:
     rel, name, lrs = item
     hr = images.prepare_hr(Path(self.hr_dir) / rel, self.scale, self.min_size, self.crop)
     clean = imresize.downscale_uint8(hr, self.scale)
-    degraded, skipped = [], []
+    degraded, skipped, seen = [], [], {}
     for folder, lr_rel, lr_name, codec, q in lrs:
       path = Path(self.lr_dirs[folder]) / lr_rel
       try:
         lr = images.load_rgb(path)
         with open(path, "rb") as f:
           head = f.read(12)
+        q = jpeg_quality(path) if q == AUTO else q
       except images.BadImage as e:
         skipped.append({"source": lr_name, "reason": str(e)})
         continue
+      if (codec, q) in seen:
+        skipped.append({"source": lr_name, "reason": f"second {codec} q{q} LR of {name} "
+                                                     f"(first: {seen[codec, q]})"})
+        continue
+      seen[codec, q] = lr_name
       if lr.shape != clean.shape:
         (lh, lw), (hh, hw) = lr.shape[:2], hr.shape[:2]
         skipped.append({"source": lr_name, "reason": (
@@ -80,19 +126,35 @@ class Pairs:
     return shards.examples(name, self.scale, hr, clean, degraded), skipped
 
 
-def parse_lr(arg: str, codec: str | None, quality: int | None) -> tuple[str, str | None,
-                                                                         int | None]:
-  """'DIR=CODEC:Q' or 'DIR' (codec and quality from --codec/--quality or file names)."""
+def parse_quality(codec: str | None, quality: str | None, what: str):
+  """An int in the codec's range, 'auto' (JPEG only) or None; one-line error otherwise."""
+  try:
+    if codec is not None:
+      tasks.family(codec)
+    if quality is None or (quality == AUTO and codec == "jpeg"):
+      return quality
+    if codec is None:
+      raise ValueError("a quality needs its codec")
+    if not re.fullmatch(r"-?\d+", quality):
+      raise ValueError(f"quality {quality!r} is not an integer (or auto, for jpeg)")
+    rng = tasks.quality_range(codec)
+    if rng and not rng[0] <= int(quality) <= rng[1]:
+      raise ValueError(f"quality out of range (accepted: {rng[0]}-{rng[1]})")
+  except ValueError as e:
+    jobs.fail(f"{what} {codec}:{quality}: {e}")
+  return int(quality)
+
+
+def parse_lr(arg: str, codec: str | None, quality) -> tuple[str, str | None, int | str | None]:
+  """'DIR=CODEC:Q' ('jpeg:auto' too) or 'DIR' (codec and quality from --codec/--quality or
+  file names)."""
   folder, sep, spec = arg.rpartition("=")
   if sep and folder:
-    try:
-      c, qs = tasks.parse_codec_arg(spec)
-    except ValueError as e:
-      jobs.fail(f"--lr {arg!r}: {e}")
-    if len(qs) != 1:
-      jobs.fail(f"--lr {arg!r}: one quality per folder")
-    return folder, c, qs[0]
-  return arg, codec, quality
+    c, colon, q = spec.rpartition(":")
+    if not colon or "," in q:
+      jobs.fail(f"--lr {arg!r}: expected DIR=CODEC:Q with one quality (e.g. LR=jpeg:20)")
+    return str(jobs.user_path(folder)), c, parse_quality(c, q, "--lr")
+  return str(jobs.user_path(arg)), codec, quality
 
 
 def pair_up(hr_items, lr_specs, pattern) -> tuple[list, list[dict]]:
@@ -128,19 +190,15 @@ def pair_up(hr_items, lr_specs, pattern) -> tuple[list, list[dict]]:
         continue
       try:
         tasks.family(c)
-        tasks.check_qualities(c, (q,), "LR")
+        if q != AUTO:
+          tasks.check_qualities(c, (q,), "LR")
       except ValueError as e:
         problems.append({"source": shown, "reason": str(e)})
         continue
       if stem not in pairs:
         problems.append({"source": shown, "reason": f"no HR image named {stem}.*"})
         continue
-      if (c, q) in pairs[stem]:
-        problems.append({"source": shown, "reason": f"second {c} q{q} LR of "
-                                                    f"{by_stem[stem][1]} (first: "
-                                                    f"{pairs[stem][c, q][2]})"})
-        continue
-      pairs[stem][c, q] = (i, lr_rel, shown, c, q)
+      pairs[stem][shown] = (i, lr_rel, shown, c, q)
   items = []
   for stem, (rel, name) in sorted(by_stem.items(), key=lambda kv: kv[1][0]):
     if not pairs[stem]:
@@ -153,12 +211,14 @@ def pair_up(hr_items, lr_specs, pattern) -> tuple[list, list[dict]]:
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python -m data_prep.ingest", description=__doc__.split(
       "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--hr_dir", required=True, type=Path, help="folder of HR (ground truth) images")
+  p.add_argument("--hr_dir", required=True, type=jobs.user_path,
+                 help="folder of HR (ground truth) images")
   p.add_argument("--lr", action="append", default=[], metavar="DIR[=CODEC:Q]",
                  help="folder of degraded LR images, with its codec and quality; repeatable")
   p.add_argument("--lr_dir", help="one LR folder (same as --lr DIR)")
   p.add_argument("--codec", help="codec of --lr folders given without =CODEC:Q")
-  p.add_argument("--quality", type=int, help="quality of --lr folders given without =CODEC:Q")
+  p.add_argument("--quality", help="quality of --lr folders given without =CODEC:Q (an integer, "
+                                   "or auto: JPEG quality from the quantization tables)")
   p.add_argument("--lr_pattern", default=r"(?P<name>.+)",
                  help="regex on each LR path (relative, no extension): group `name` = the HR "
                       "name, optional groups `codec`, `quality`")
@@ -170,11 +230,7 @@ def parse_args(argv=None):
   if not args.lr:
     jobs.fail("give at least one --lr DIR[=CODEC:Q] (or --lr_dir)")
   if args.codec is not None or args.quality is not None:
-    try:
-      tasks.family(args.codec or "")
-      tasks.check_qualities(args.codec, (args.quality,) if args.quality is not None else ())
-    except ValueError as e:
-      jobs.fail(str(e))
+    args.quality = parse_quality(args.codec, args.quality, "--codec/--quality")
   try:
     args.lr_pattern = re.compile(args.lr_pattern)
   except re.error as e:
@@ -201,9 +257,9 @@ def main(argv=None) -> dict:
   t0 = time.time()
   dones, lost = jobs.execute(todo, dones, args.workers)
   grid = {}
-  for _, _, lrs in items:
-    for _, _, _, c, q in lrs:
-      grid.setdefault(c, set()).add(q)
+  for d in dones.values():
+    for r in d["records"]:
+      grid.setdefault(r["codec"], set()).add(r["quality"])
   grid_info = [{"codec": c, "qualities": sorted(qs), "implementation": "ingested LR files"}
                for c, qs in sorted(grid.items())]
   manifest = jobs.build_manifest(

@@ -60,9 +60,15 @@ def check_name(flag: str, value: str) -> None:
     fail(f"{flag} {value!r}: use letters, digits and '_' (it becomes part of shard file names)")
 
 
+def user_path(arg: str) -> Path:
+  """A path flag as users type it: relative to the current folder, `~` expanded."""
+  return Path(arg).expanduser()
+
+
 def add_output_flags(p: argparse.ArgumentParser, *, split: str, min_size: int) -> None:
   """The flags prepare and ingest share: where and how shards are written, the HR rules."""
-  p.add_argument("--out", required=True, type=Path, help="output folder for shards + manifest")
+  p.add_argument("--out", required=True, type=user_path,
+                 help="output folder for shards + manifest")
   p.add_argument("--scale", type=int, default=4,
                  help=f"HR size / LR size, 1-{MAX_SCALE} (1 = restoration only)")
   p.add_argument("--num_shards", type=int, default=1)
@@ -331,7 +337,7 @@ def plan(out: Path, name: str, split: str, num_shards: int, items: list, maker,
   out.mkdir(parents=True, exist_ok=True)
   mine = [shards.shard_name(name, split, i, num_shards) for i in range(num_shards)]
   foreign = sorted(p.name for p in out.iterdir()
-                   if records.SHARD_RE.fullmatch(p.name) and p.name not in set(mine))
+                   if records.SHARD_RE.fullmatch(p.name) and p.name not in mine)
   if foreign:
     m = records.SHARD_RE.fullmatch(foreign[0])
     fail(f"--out {out} already holds {len(foreign)} shard(s) of another set ({m['stem']}, "

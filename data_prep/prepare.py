@@ -92,7 +92,8 @@ def resolve_grid(grid_name, codec_args) -> list[tuple[str, tuple[int, ...]]]:
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__.split(
       "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--hr_dir", required=True, type=Path, help="folder of lossless HR images")
+  p.add_argument("--hr_dir", required=True, type=jobs.user_path,
+                 help="folder of lossless HR images")
   jobs.add_output_flags(p, split="train", min_size=64)
   p.add_argument("--codec", action="append", default=[],
                  help="NAME:Q1,Q2 (jpeg, webp, hevc, vvc, cheng2020-{anchor,attn}-{mse,ms-ssim}, "

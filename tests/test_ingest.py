@@ -42,18 +42,22 @@ def test_ingest_of_a_jpeg_folder_equals_prepare(tmp_path):
     (tmp_path / "lr").mkdir(exist_ok=True)
     (tmp_path / "lr" / f"{p.stem}.jpg").write_bytes(_jpeg_lr(p, 20))
   write_shards(tmp_path / "prep", hrs, codec="jpeg:20", name="k")
-  ingest.main(["--hr_dir", str(tmp_path / "hr"), "--lr_dir", str(tmp_path / "lr"), "--codec",
-               "jpeg", "--quality", "20", "--scale", "4", "--out", str(tmp_path / "ing"),
-               "--name", "k", "--workers", "0"])
-  want, got = _by_key(tmp_path / "prep"), _by_key(tmp_path / "ing")
-  assert sorted(got) == sorted(want) == [(f"{n}.png", "jpeg", 20) for n in NAMES]
-  for k, r in got.items():
-    assert r["encoder"] == [b"ingested JPEG file"]
-    assert {f: v for f, v in r.items() if f != "encoder"} == {
-        f: v for f, v in want[k].items() if f != "encoder"}
+  want = _by_key(tmp_path / "prep")
+  given = ["--lr_dir", str(tmp_path / "lr"), "--codec", "jpeg", "--quality", "20"]
+  auto = ["--lr", f"{tmp_path / 'lr'}=jpeg:auto"]  # the quality read from the JPEG tables
+  for out, lr_flags in (("ing", given), ("auto", auto)):
+    ingest.main(["--hr_dir", str(tmp_path / "hr"), *lr_flags, "--scale", "4", "--out",
+                 str(tmp_path / out), "--name", "k", "--workers", "0"])
+    got = _by_key(tmp_path / out)
+    assert sorted(got) == sorted(want) == [(f"{n}.png", "jpeg", 20) for n in NAMES]
+    for k, r in got.items():
+      assert r["encoder"] == [b"ingested JPEG file"]
+      assert {f: v for f, v in r.items() if f != "encoder"} == {
+          f: v for f, v in want[k].items() if f != "encoder"}
   m = json.loads((tmp_path / "ing" / "manifest.json").read_text())
   assert m["tool"] == "data_prep.ingest" and m["counts"]["records"] == 2
   assert m["grid"] == [{"codec": "jpeg", "qualities": [20], "implementation": "ingested LR files"}]
+  assert [ingest.jpeg_quality(tmp_path / "lr" / f"{n}.jpg") for n in NAMES] == [20, 20]
 
 
 def test_ingest_reports_bad_pairs_and_parses_names(tmp_path):
