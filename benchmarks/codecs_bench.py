@@ -45,6 +45,7 @@ def main():
   for name, qualities in grid.items():
     untrained = name.startswith("cheng2020")
     codec = codecs.make_codec(name, codecs.CodecOptions(untrained=untrained))
+    print(f"{name}: {codec.describe()}")
     subset = lrs[:1] if untrained else lrs
     # Imports, model builds and first-call setup stay outside the timing.
     codec(subset[0][:64, :64] if untrained else subset[0], qualities[0])

@@ -1,15 +1,19 @@
 """Codec registry: each codec really encodes an 8-bit RGB image and decodes the bitstream.
 
 `make_codec(name, options)(img, quality)` returns the decoded uint8 HWC image and the bitstream
-size in bits; bpp is bits / (H * W) of the coded (LR) image. Names and task ids live in
-`csr_jax.data.tasks`.
+size in bits; bpp is bits / (H * W) of the coded (LR) image. Names, quality ranges and grids
+live in `csr_jax.data.tasks`; `describe()` names the implementation (stored per record as
+`encoder`).
 """
 
 import dataclasses
+import functools
 import io
 import math
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -77,6 +81,44 @@ class PillowCodec:
     return Coded(out, 8.0 * len(data))
 
 
+class NoneCodec:
+  """No compression: the degraded LR is the clean LR (clean bicubic SR, as PromptSR trains).
+
+  bpp is 24, the raw 8-bit RGB size, so rate columns stay numbers.
+  """
+
+  def describe(self) -> str:
+    return "none (degraded LR = clean bicubic LR)"
+
+  def __call__(self, img, quality):
+    _check(img)
+    return Coded(img, 24.0 * img.shape[0] * img.shape[1])
+
+
+@functools.cache
+def x265_version() -> str:
+  """The libx265 version inside PyAV's FFmpeg, read from the version SEI of a 64x64 encode."""
+  data = _x265_encode(np.zeros((96, 64), np.uint8), 64, 64, "qp=40:info=1")
+  m = re.search(rb"x265 \(build \d+\) - ([0-9][^:\s]*)", data)
+  return m.group(1).decode() if m else "unknown version"
+
+
+def _x265_encode(yuv420: np.ndarray, w: int, h: int, params: str) -> bytes:
+  import av  # pylint: disable=g-import-not-at-top
+  frame = av.VideoFrame.from_ndarray(yuv420, format="yuv420p")
+  buf = io.BytesIO()
+  with av.open(buf, "w", format="hevc") as out:
+    s = out.add_stream("libx265", rate=1)
+    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    s.options = {"x265-params": f"{params}:keyint=1:min-keyint=1:no-scenecut=1:"
+                                "log-level=error:frame-threads=1:pools=1"}
+    for p in s.encode(frame):
+      out.mux(p)
+    for p in s.encode():
+      out.mux(p)
+  return buf.getvalue()
+
+
 class X265Codec:
   """HEVC all-intra at a fixed QP with libx265 in PyAV; our own BT.601 4:2:0 conversion."""
 
@@ -85,7 +127,8 @@ class X265Codec:
 
   def describe(self) -> str:
     import av  # pylint: disable=g-import-not-at-top
-    return f"x265 via PyAV {av.__version__} (FFmpeg libx265), all-intra, 8-bit 4:2:0"
+    return (f"x265 {x265_version()} via PyAV {av.__version__} (FFmpeg libx265), all-intra, "
+            "8-bit 4:2:0")
 
   def __call__(self, img, quality):
     import av  # pylint: disable=g-import-not-at-top
@@ -94,21 +137,10 @@ class X265Codec:
     padded = yuv.pad_to_multiple(img, 2)
     ph, pw = padded.shape[:2]
     planes = yuv.rgb_to_yuv420(padded, self.full_range)
-    frame = av.VideoFrame.from_ndarray(
-        np.concatenate([planes[0].reshape(-1), planes[1].reshape(-1), planes[2].reshape(-1)]
-                       ).reshape(ph * 3 // 2, pw), format="yuv420p")
-    buf = io.BytesIO()
+    packed = np.concatenate([planes[0].reshape(-1), planes[1].reshape(-1),
+                             planes[2].reshape(-1)]).reshape(ph * 3 // 2, pw)
     rng = "full" if self.full_range else "limited"
-    with av.open(buf, "w", format="hevc") as out:
-      s = out.add_stream("libx265", rate=1)
-      s.width, s.height, s.pix_fmt = pw, ph, "yuv420p"
-      s.options = {"x265-params": f"qp={int(quality)}:keyint=1:min-keyint=1:no-scenecut=1:"
-                                  f"info=0:log-level=error:frame-threads=1:pools=1:range={rng}"}
-      for p in s.encode(frame):
-        out.mux(p)
-      for p in s.encode():
-        out.mux(p)
-    data = buf.getvalue()
+    data = _x265_encode(packed, pw, ph, f"qp={int(quality)}:info=0:range={rng}")
     with av.open(io.BytesIO(data), "r", format="hevc") as c:
       dec = next(c.decode(video=0)).to_ndarray().reshape(-1)
     n = ph * pw
@@ -253,20 +285,39 @@ class CompressAICodec:
     return Coded(np.floor(x_hat.astype(np.float64) * 255 + 0.5).astype(np.uint8), bits)
 
 
+PLACEHOLDERS = ("{input}", "{output}", "{bitstream}", "{quality}")
+
+
 class ExternalCodec:
   """A command template run without a shell; placeholders are replaced inside each argument.
 
   `{input}` (PNG the command reads), `{output}` (PNG it must write: the decoded image),
   optional `{bitstream}` (a file it writes; its size gives the bpp, else bpp is NaN) and
-  `{quality}`. HiFiC runs this way (qualities 1/2/3 = low/med/high).
+  `{quality}`. HiFiC runs this way (qualities 1/2/3 = low/med/high). The template and the
+  program are checked here, before any image is coded: a broken quote or an unknown
+  `{placeholder}` is a ValueError, a program that is not on PATH (or not an executable file)
+  CodecUnavailable.
   """
 
   def __init__(self, name, template):
-    argv = shlex.split(template)
+    where = f"--external {name}: template {template!r}"
+    try:
+      argv = shlex.split(template)
+    except ValueError as e:
+      raise ValueError(f"{where}: {e}") from None
     joined = " ".join(argv)
+    unknown = sorted(set(re.findall(r"\{[A-Za-z_]\w*\}", joined)) - set(PLACEHOLDERS))
+    if unknown:
+      raise ValueError(f"{where}: unknown placeholder {unknown[0]} (known: "
+                       f"{' '.join(PLACEHOLDERS)})")
     if not argv or "{input}" not in joined or "{output}" not in joined:
-      raise ValueError(f"external:{name}: template must contain {{input}} and {{output}}: "
-                       f"{template!r}")
+      raise ValueError(f"{where}: must contain {{input}} and {{output}}")
+    prog = argv[0]
+    if os.sep in prog:
+      if not (Path(prog).is_file() and os.access(prog, os.X_OK)):
+        raise CodecUnavailable(f"external:{name}: program {prog} is not an executable file")
+    elif shutil.which(prog) is None:
+      raise CodecUnavailable(f"external:{name}: program {prog!r} not found on PATH")
     self.name, self.argv = name, argv
 
   def describe(self) -> str:
@@ -298,6 +349,8 @@ class ExternalCodec:
 def make_codec(name: str, options: CodecOptions = CodecOptions()):
   """The codec object for a codec name; CodecUnavailable if it cannot run here."""
   fam = tasks.family(name)
+  if fam == "none":
+    return NoneCodec()
   if fam == "jpeg":
     return PillowCodec("JPEG")
   if fam == "webp":

@@ -1,8 +1,9 @@
 """Loading HR images robustly: every readable image becomes 8-bit RGB, everything else a reason.
 
 Rules (also in data_prep/README.md):
-- Empty files, files Pillow cannot identify, and truncated or corrupt files (the full decode
-  fails) are skipped; `BadImage` carries a one-line reason.
+- Empty files, unreadable files (permissions), files Pillow cannot identify, truncated or corrupt
+  files (the full decode fails) and images above `MAX_PIXELS` (checked from the header, before
+  any decoding) are skipped; `BadImage` carries a one-line reason.
 - EXIF orientation (tag 0x0112) is applied, so the stored HR is upright as viewers show it.
 - 16-bit PNG: gray through Pillow, colour through PyAV's PNG decoder (Pillow keeps only the
   high byte); 16 -> 8 bit is round(v / 257). 32-bit int/float modes are skipped.
@@ -19,6 +20,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 _ORIENT = 0x0112
+# Pillow's decompression-bomb warning limit (~89.5 MP, 0.25 GB of RGB): larger headers are
+# skipped before decoding instead of being decoded with a warning.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
 
 class BadImage(ValueError):
@@ -60,12 +64,21 @@ def _to_u8(arr: np.ndarray) -> np.ndarray:
 
 def load_rgb(path) -> np.ndarray:
   """uint8 HWC RGB of an image file, or BadImage with the reason it cannot be used."""
-  with open(path, "rb") as f:
-    head = f.read(32)
+  try:
+    with open(path, "rb") as f:
+      head = f.read(32)
+  except OSError as e:
+    raise BadImage(f"unreadable ({e.strerror or type(e).__name__})") from None
   if not head:
     raise BadImage("empty file")
   try:
-    with Image.open(path) as im:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked just below
+      im = Image.open(path)
+    with im:
+      w, h = im.size
+      if w * h > MAX_PIXELS:
+        raise BadImage(f"too many pixels: {w}x{h} > {MAX_PIXELS} (decompression-bomb limit)")
       orientation = im.getexif().get(_ORIENT, 1)
       png = _png_bit_depth(head)
       if png is not None and png[0] == 16 and png[1] in (2, 6):
@@ -81,8 +94,8 @@ def load_rgb(path) -> np.ndarray:
   except (OSError, SyntaxError, ValueError, EOFError) as e:
     if isinstance(e, BadImage):
       raise
-    raise BadImage(f"truncated or corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                   ) from None
+    why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise BadImage(f"truncated or corrupt ({why})") from None
   return _orient(_to_u8(arr), orientation)
 
 

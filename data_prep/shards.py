@@ -7,19 +7,48 @@ files, an index or `.done` without its shard, a checksum mismatch) is redone fro
 """
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from csr_jax.data import records
+from data_prep import codecs
 
-FEATURES = ("hr_png", "lr_clean_png", "lr_png", "codec", "quality", "task_id", "scale", "bpp",
-            "source", "hr_height", "hr_width", "lr_height", "lr_width")
+FEATURES = ("hr_png", "lr_clean_png", "lr_png", "codec", "quality", "scale", "bpp", "source",
+            "encoder", "hr_height", "hr_width", "lr_height", "lr_width")
+shard_name = records.shard_name
 
 
-def shard_name(name: str, split: str, index: int, num_shards: int) -> str:
-  """tensorflow-datasets style: <name>-<split>.tfrecord-00000-of-00004."""
-  return f"{name}-{split}.tfrecord-{index:05d}-of-{num_shards:05d}"
+def png_bytes(img: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(img).save(buf, "PNG", compress_level=6)
+  return buf.getvalue()
+
+
+def examples(source: str, scale: int, hr: np.ndarray, clean: np.ndarray, degraded) -> list:
+  """[(features, summary)] for one HR image and its degraded LRs.
+
+  `degraded`: (codec, quality, uint8 LR image, bitstream bits or NaN, encoder description) per
+  record. The one place a record is assembled, for prepare and ingest alike, so both write
+  the same bytes for the same pixels. bpp = bits / (LR height x width).
+  """
+  hr_png, clean_png = png_bytes(hr), png_bytes(clean)
+  (hh, hw), (lh, lw) = hr.shape[:2], clean.shape[:2]
+  out = []
+  for codec, q, img, bits, encoder in degraded:
+    lr_png = clean_png if np.array_equal(img, clean) else png_bytes(img)
+    bpp = float(bits) / (lh * lw)
+    out.append(({"hr_png": hr_png, "lr_clean_png": clean_png, "lr_png": lr_png, "codec": codec,
+                 "quality": int(q), "scale": scale, "bpp": bpp, "source": source,
+                 "encoder": encoder, "hr_height": hh, "hr_width": hw, "lr_height": lh,
+                 "lr_width": lw},
+                {"source": source, "codec": codec, "quality": int(q), "bpp": bpp,
+                 "psnr": codecs.psnr(img, clean)}))
+  return out
 
 
 def sha256_file(path) -> str:
@@ -72,7 +101,10 @@ def load_done(out_dir: Path, shard_file: str, config_hash: str):
                      "delete the folder")
   if info.get("sha256") != sha256_file(shard):
     return None
-  if len(records.read_index(idx)) != info.get("num_records"):
+  try:
+    if len(records.read_index(idx)) != info.get("num_records"):
+      return None
+  except records.RecordError:
     return None
   return info
 

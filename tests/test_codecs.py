@@ -1,5 +1,6 @@
 """Each codec really encodes and decodes a Kodak crop; YUV 4:2:0 conversions; codec errors."""
 
+import re
 import shlex
 import sys
 
@@ -153,7 +154,6 @@ def test_external_command_codec_matches_pillow_jpeg(tmp_path, lr):
   got, want = ext(lr, 25), codecs.make_codec("jpeg")(lr, 25)
   assert got.bits == want.bits
   np.testing.assert_array_equal(got.image, want.image)
-  assert tasks.task_id("external:pyjpeg") == 4
 
 
 def test_external_errors(tmp_path, lr):
@@ -165,6 +165,12 @@ def test_external_errors(tmp_path, lr):
     bad(lr, 1)
   with pytest.raises(codecs.CodecUnavailable, match="external:hific: no command template"):
     codecs.make_codec("external:hific")
+  with pytest.raises(codecs.CodecUnavailable, match="program 'hific_nope' not found on PATH"):
+    codecs.ExternalCodec("hific", "hific_nope {input} {output}")
+  with pytest.raises(codecs.CodecUnavailable, match="/nonexistent/hific is not an executable"):
+    codecs.ExternalCodec("hific", "/nonexistent/hific {input} {output}")
+  with pytest.raises(ValueError, match="unknown placeholder {qualty}"):
+    codecs.ExternalCodec("x", "cp {input} {output} {qualty}")
 
 
 # ---- reference binaries ----
@@ -187,12 +193,27 @@ def test_reference_argv_is_all_intra_fixed_qp():
   assert dec == ["TAppDecoder", "-b", "b.bin", "-o", "rec.yuv", "-d", "8"]
 
 
-def test_task_table_and_codec_args():
-  assert [tasks.task_id(c) for c in ("jpeg", "hevc", "vvc", "cheng2020-attn-ms-ssim",
-                                     "external:hific", "webp")] == [0, 1, 2, 3, 4, 5]
+def test_codec_args_and_quality_ranges():
+  assert not hasattr(tasks, "TASK_IDS")  # prompt ids belong to each family's spec
   assert tasks.parse_codec_arg("external:hific:1,2,3") == ("external:hific", (1, 2, 3))
+  assert tasks.parse_codec_arg("none") == tasks.parse_codec_arg("none:0") == ("none", (0,))
+  assert tasks.parse_random_arg("jpeg:10-70") == ("jpeg", 10, 70)
   assert tasks.worse_order("hevc", (47, 32, 37)) == [32, 37, 47]
+  assert [tasks.quality_range(c) for c in ("jpeg", "webp", "vvc", "cheng2020-attn-mse",
+                                           "external:hific", "external:other", "none")] == [
+      (1, 100), (0, 100), (0, 51), (1, 6), (1, 3), None, (0, 0)]
   for bad, msg in [("jpeg", "expected NAME:Q1"), ("jpeg:a", "integers"), ("foo:1", "unknown"),
-                   ("cheng2020-x-mse:1", "unknown learned")]:
+                   ("cheng2020-x-mse:1", "unknown learned"), ("hevc:52", "accepted: 0-51")]:
     with pytest.raises(ValueError, match=msg):
       tasks.parse_codec_arg(bad)
+
+
+def test_none_codec_returns_its_input(lr):
+  out = codecs.make_codec("none")(lr, 0)
+  np.testing.assert_array_equal(out.image, lr)
+  assert out.bits == 24 * lr.shape[0] * lr.shape[1]
+
+
+def test_x265_version_read_from_its_bitstream():
+  assert re.fullmatch(r"\d+\.\d+\S*", codecs.x265_version())
+  assert codecs.make_codec("hevc").describe().startswith(f"x265 {codecs.x265_version()} via PyAV")

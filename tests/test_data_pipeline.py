@@ -1,55 +1,32 @@
-"""Grain source and pipelines over TFRecord shards built from real Kodak crops."""
+"""Grain source and pipelines over TFRecord shards that the real prep step writes from Kodak."""
 
-import io
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from csr_jax.data import pipeline
-from csr_jax.data import records
 from csr_jax.data import source
 from csr_jax.data import transforms
 from tests.conftest import load_rgb, kodak_path
+from tests.shards import shard_paths, write_shards
 
 NAMES = ("kodim01", "kodim03", "kodim05", "kodim07", "kodim13", "kodim23")
 
 
-def _png(a: np.ndarray) -> bytes:
-  buf = io.BytesIO()
-  Image.fromarray(a).save(buf, format="PNG")
-  return buf.getvalue()
-
-
 def make_shards(out_dir, *, names=NAMES, hr_size=96, scale=4, qualities=(30,), num_shards=2,
                 name="kodak", split="train") -> list[str]:
-  """Writes HR crops, bicubic LR and Pillow-JPEG LR as shards in the DEVELOPERS.md format."""
-  out_dir.mkdir(parents=True, exist_ok=True)
-  examples = []
-  for n in names:
-    img = load_rgb(kodak_path(n))
-    hr = img[100:100 + hr_size, 150:150 + hr_size]
-    clean = np.asarray(Image.fromarray(hr).resize((hr_size // scale,) * 2, Image.BICUBIC))
-    for q in qualities:
-      lr = transforms.jpeg(clean, q)
-      examples.append(dict(
-          hr_png=_png(hr), lr_clean_png=_png(clean), lr_png=_png(lr), codec="jpeg", quality=q,
-          task_id=0, scale=scale, bpp=0.0, source=f"{n}.png", hr_height=hr_size,
-          hr_width=hr_size, lr_height=hr_size // scale, lr_width=hr_size // scale))
-  paths = []
-  for s in range(num_shards):
-    p = str(out_dir / f"{name}-{split}.tfrecord-{s:05d}-of-{num_shards:05d}")
-    with records.TFRecordWriter(p) as w:
-      for ex in examples[s::num_shards]:
-        w.write(records.encode_example(ex))
-    records.write_index(w.index, p + ".idx")
-    paths.append(p)
-  return paths
+  """hr_size x hr_size Kodak crops through `data_prep.prepare` (JPEG at `qualities`)."""
+  crops = [(n, load_rgb(kodak_path(n))[100:100 + hr_size, 150:150 + hr_size]) for n in names]
+  write_shards(out_dir, crops, codec="jpeg:" + ",".join(map(str, qualities)), scale=scale,
+               name=name, split=split, num_shards=num_shards)
+  return shard_paths(out_dir)
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-  return make_shards(tmp_path_factory.mktemp("shards"), qualities=(20, 40))
+  return make_shards(tmp_path_factory.mktemp("data") / "kodak", qualities=(20, 40))
 
 
 def _batches(it, n):
@@ -64,7 +41,11 @@ def test_source_reads_every_record(shards):
   assert ex["hr"].dtype == np.uint8 and ex["codec"] == "jpeg" and ex["scale"] == 4
   assert sorted(source.decode(src[i])["source"] for i in range(12)) == sorted(
       f"{n}.png" for n in NAMES for _ in (20, 40))
-  assert source.find_shards(str(shards[0].rsplit("/", 1)[0]), "kodak") == shards
+  folder = shards[0].rsplit("/", 1)[0]
+  assert source.find_shards(folder, "kodak") == {"kodak": shards}
+  assert source.find_shards(os.path.dirname(folder), split="train") == {"kodak": shards}
+  with pytest.raises(FileNotFoundError, match="no dataset with split='test'"):
+    source.find_shards(folder, split="test")
 
 
 def test_missing_index_names_file(tmp_path):
@@ -94,26 +75,28 @@ def test_flip_rotate_same_on_pair():
 
 
 def test_train_batches_deterministic_and_resumable(shards):
-  ds = pipeline.train_dataset(shards, patch=16, scale=4, batch_size=4, seed=3)
+  ds = pipeline.train_dataset(shards, patch=16, scale=4, batch_size=4, seed=3,
+                              keys=("hr", "lr", "quality"))
   it = pipeline.train_iterator(ds)
   first = _batches(it, 2)
   state = it.get_state()
   after = _batches(it, 3)
   b = first[0]
   assert b["lr"].shape == (4, 16, 16, 3) and b["hr"].shape == (4, 64, 64, 3)
-  assert b["lr"].dtype == np.uint8 and b["task_id"].dtype == np.int32
+  assert b["lr"].dtype == np.uint8 and b["quality"].dtype == np.int32
+  assert set(b["quality"].tolist()) <= {20, 40}
   again = pipeline.train_iterator(ds)
   again.set_state(state)
   for x, y in zip(after, _batches(again, 3)):
     np.testing.assert_array_equal(x["lr"], y["lr"])
     np.testing.assert_array_equal(x["hr"], y["hr"])
-  other = _batches(pipeline.train_iterator(
-      pipeline.train_dataset(shards, patch=16, scale=4, batch_size=4, seed=4)), 1)[0]
+  other = _batches(pipeline.train_iterator(pipeline.train_dataset(
+      shards, patch=16, scale=4, batch_size=4, seed=4, keys=("hr", "lr"))), 1)[0]
   assert not np.array_equal(other["lr"], b["lr"])
 
 
 def test_workers_give_same_batches(shards):
-  ds = pipeline.train_dataset(shards, patch=16, scale=4, batch_size=4, seed=3)
+  ds = pipeline.train_dataset(shards, patch=16, scale=4, batch_size=4, seed=3, keys=("hr", "lr"))
   ref = _batches(pipeline.train_iterator(ds), 4)
   it = pipeline.train_iterator(ds, num_workers=1)
   try:
@@ -153,5 +136,5 @@ def test_online_jpeg_recompresses_clean_crop(shards):
 def test_eval_dataset_whole_images(shards):
   exs = list(pipeline.eval_dataset(shards, max_images=3))
   assert len(exs) == 3
-  assert set(exs[0]) == {"hr", "lr", "lr_clean", "codec", "quality", "task_id", "scale", "source"}
+  assert set(exs[0]) == {"hr", "lr", "lr_clean", "codec", "quality", "scale", "source"}
   assert exs[0]["hr"].shape == (96, 96, 3) and exs[0]["lr_clean"].shape == (24, 24, 3)

@@ -1,4 +1,5 @@
-"""The prep CLI: bad-input corpus, kill -9 and resume, records that other readers parse."""
+"""The prep CLI: bad-input corpus, kill -9 and resume, records that other readers parse, the
+papers' grids (UCIP's 23 degradations, `none`, random qualities, the HEVC encoder named)."""
 
 import collections
 import io
@@ -16,25 +17,28 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from data_prep import images, imresize, prepare, shards
-from tests.conftest import REPO, kodak_crop
+from csr_jax.data import source
+from csr_jax.data import tasks
+from data_prep import codecs, images, imresize, prepare, shards
+from tests.conftest import REPO
+from tests.shards import kodak_u8 as u8
+from tests.shards import write_png, write_shards
 from tests.test_records import parse_pb, read_all_checked
 
 
-def u8(h, w, name, top=0, left=0):
-  return (kodak_crop(h, w, name, top, left, dtype=np.float64)[0] * 255).round().astype(np.uint8)
+def raw_png(w: int, h: int, depth: int, ctype: int, idat: bytes) -> bytes:
+  """A PNG written chunk by chunk: Pillow cannot write 16-bit colour or a lying header."""
+  def chunk(t, d):
+    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0))
+          + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 def png16(a: np.ndarray) -> bytes:
-  """A 16-bit PNG (gray or RGB) written by hand: Pillow cannot write 16-bit colour."""
+  """A 16-bit PNG (gray or RGB)."""
   h, w = a.shape[:2]
-  ctype = 0 if a.ndim == 2 else 2
   raw = b"".join(b"\x00" + a[i].astype(">u2").tobytes() for i in range(h))
-
-  def chunk(t, d):
-    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0))
-          + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+  return raw_png(w, h, 16, 0 if a.ndim == 2 else 2, zlib.compress(raw))
 
 
 def encoded(img, fmt, **kw) -> bytes:
@@ -91,6 +95,10 @@ def corpus(tmp_path_factory):
   want["l_notes.txt"] = "not an image"
   Image.fromarray(base[:70, :90]).save(d / "m_odd.png")  # cropped to 68x88 at scale 4
   want["m_odd.png"] = base[:68, :88]
+  # A decompression bomb's header: 10000 x 10000 RGB (300 MB decoded) in a 1 kB file. Pillow
+  # only warns below 179 MP; the header is refused before any decoding.
+  (d / "n_bomb.png").write_bytes(raw_png(10000, 10000, 8, 2, zlib.compress(bytes(30001) * 20)))
+  want["n_bomb.png"] = "too many pixels: 10000x10000"
   return d, want
 
 
@@ -131,7 +139,7 @@ def test_kill9_then_resume(tmp_path):
   hr, out = tmp_path / "hr", tmp_path / "out"
   hr.mkdir()
   for i in range(1, 7):
-    Image.fromarray(u8(128, 128, f"kodim{i:02d}", 64, 64)).save(hr / f"kodim{i:02d}.png")
+    write_png(hr / f"kodim{i:02d}.png", u8(128, 128, f"kodim{i:02d}", 64, 64))
   cmd = [sys.executable, "-m", "data_prep.prepare", "--hr_dir", str(hr), "--out", str(out),
          "--scale", "4", "--codec", "jpeg:10,30", "--num_shards", "3", "--name", "kodak",
          "--min_size", "32"]
@@ -161,7 +169,7 @@ def test_kill9_then_resume(tmp_path):
   assert not [q for q in out.iterdir() if q.name.startswith(".")]  # no temp debris
 
   m = json.loads((out / "manifest.json").read_text())
-  assert m["num_shards"] == 3 and m["task_ids"]["jpeg"] == 0
+  assert m["num_shards"] == 3 and m["missing_shards"] == []
   seen = collections.Counter()
   for s in m["shards"]:
     assert shards.sha256_file(out / s["file"]) == s["sha256"]
@@ -181,14 +189,15 @@ def test_record_contents_are_reproducible(tmp_path):
   """Decode one record and redo its LR and JPEG from its HR: same pixels, same bpp."""
   hr = tmp_path / "hr"
   hr.mkdir()
-  Image.fromarray(u8(96, 120, "kodim08", 200, 300)).save(hr / "k8.png")
+  write_png(hr / "k8.png", u8(96, 120, "kodim08", 200, 300))
   prepare.main(["--hr_dir", str(hr), "--out", str(tmp_path / "o"), "--scale", "3", "--codec",
                 "jpeg:15", "--codec", "webp:30", "--workers", "0", "--name", "t", "--split",
                 "test", "--min_size", "32"])
   path = tmp_path / "o" / "t-test.tfrecord-00000-of-00001"
   recs = [parse_pb(p) for p in read_all_checked(path)]
-  assert [(r["codec"][0], r["quality"][0], r["task_id"][0]) for r in recs] == [
-      (b"jpeg", 15, 0), (b"webp", 30, 5)]
+  assert [(r["codec"][0], r["quality"][0], r["encoder"][0]) for r in recs] == [
+      (b"jpeg", 15, f"Pillow {Image.__version__} JPEG".encode()),
+      (b"webp", 30, f"Pillow {Image.__version__} WEBP".encode())]
   r = recs[0]
   hr_img = np.asarray(Image.open(io.BytesIO(r["hr_png"][0])))
   lr_clean = np.asarray(Image.open(io.BytesIO(r["lr_clean_png"][0])))
@@ -211,3 +220,75 @@ def test_cli_errors(tmp_path):
     prepare.main(["--hr_dir", str(tmp_path), "--out", str(tmp_path / "o"), "--codec", "jpeg:10"])
   grid = prepare.resolve_grid("ucip", ["jpeg:10"])
   assert ("jpeg", (10,)) in grid and ("hevc", (32, 37, 42, 47)) in grid
+
+
+def test_paper_grids():
+  """UCIP section 4.1: JPEG, HM, VTM, C_PSNR, C_SSIM, HiFiC -> 4 + 4 + 4 + 4 + 4 + 3 = 23."""
+  ucip = tasks.GRIDS["ucip"]
+  assert list(ucip) == ["jpeg", "hevc", "vvc", "cheng2020-anchor-mse",
+                        "cheng2020-anchor-ms-ssim", "external:hific"]
+  assert sum(len(q) for q in ucip.values()) == 23
+  assert ucip["hevc"] == ucip["vvc"] == (32, 37, 42, 47) and ucip["external:hific"] == (1, 2, 3)
+  assert tasks.GRIDS["promptcir"] == {"jpeg": (10, 20, 30, 40, 50, 60, 70)}
+  assert tasks.GRIDS["cisr"] == {"jpeg": (10, 20, 30, 40, 50), "webp": (5, 10, 20, 30, 40)}
+  for grid in tasks.GRIDS.values():
+    for codec, qs in grid.items():
+      tasks.check_qualities(codec, qs)
+
+
+def _records(out) -> list[dict]:
+  return [parse_pb(p) for path in source.find_shards(str(out))["k"] for p in read_all_checked(path)]
+
+
+def test_none_codec_is_the_clean_bicubic_lr(tmp_path):
+  """PromptSR's clean SR data: lr_png is lr_clean_png bit for bit, bpp 24."""
+  write_shards(tmp_path / "o", [("a", u8(48, 64, "kodim04", 100, 100))], codec="none",
+               name="k", scale=2)
+  (r,) = _records(tmp_path / "o")
+  assert r["lr_png"] == r["lr_clean_png"] and r["codec"] == [b"none"] and r["quality"] == [0]
+  assert r["bpp"] == [24.0] and r["encoder"] == [b"none (degraded LR = clean bicubic LR)"]
+  clean = np.asarray(Image.open(io.BytesIO(r["lr_clean_png"][0])))
+  np.testing.assert_array_equal(clean, imresize.downscale_uint8(u8(48, 64, "kodim04", 100, 100),
+                                                                2))
+
+
+def test_random_quality_is_per_image_seeded_and_recorded(tmp_path):
+  """PromptCIR's blind sets: one JPEG quality per image from a range, the same whatever the
+  sharding, recorded in the record; another seed draws others."""
+  hr = [(f"i{i}", u8(32, 32, f"kodim{i + 1:02d}", 200, 200)) for i in range(4)]
+  got = {}
+  for seed, n in ((5, 1), (5, 3), (6, 1)):
+    out = tmp_path / f"o{seed}{n}"
+    write_shards(out, hr, codec=[], name="k", scale=2, num_shards=n,
+                 extra=["--random_quality", "jpeg:10-70", "--seed", str(seed)])
+    recs = _records(out)
+    got[seed, n] = {r["source"][0].decode(): r["quality"][0] for r in recs}
+    for r in recs:
+      clean = np.asarray(Image.open(io.BytesIO(r["lr_clean_png"][0])))
+      want = codecs.make_codec("jpeg")(clean, r["quality"][0]).image
+      np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r["lr_png"][0]))), want)
+  assert got[5, 1] == got[5, 3] == {
+      s: prepare.random_quality(5, "jpeg", s, 10, 70) for s in ("i0.png", "i1.png", "i2.png",
+                                                                "i3.png")}
+  assert all(10 <= q <= 70 for q in got[5, 1].values()) and got[6, 1] != got[5, 1]
+  m = json.loads((tmp_path / "o51" / "manifest.json").read_text())
+  assert m["grid"] == [{"codec": "jpeg", "random_quality": [10, 70], "seed": 5,
+                        "implementation": f"Pillow {Image.__version__} JPEG"}]
+
+
+def test_ucip_grid_names_its_hevc_encoder_and_warns_about_x265(tmp_path, capsys):
+  """Codecs that cannot run here are dropped; HEVC is x265 (its version named in the manifest,
+  the summary and every record), with a warning that UCIP used HM."""
+  write_shards(tmp_path / "o", [("a", u8(64, 64, "kodim09", 200, 200))], codec=[], name="k",
+               extra=["--grid", "ucip", "--skip_unavailable"])
+  printed = capsys.readouterr()
+  m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+  assert [g["codec"] for g in m["grid"]] == ["jpeg", "hevc"]
+  hevc = m["grid"][1]["implementation"]
+  assert hevc.startswith(f"x265 {codecs.x265_version()} via PyAV")
+  assert "warning: hevc runs on x265" in printed.err and "UCIP paper used the HM" in printed.err
+  assert m["warnings"] == [printed.err.split("warning: ")[1].splitlines()[0]]
+  assert f"\nhevc: {hevc}\n" in printed.out
+  recs = _records(tmp_path / "o")
+  assert len(recs) == 8
+  assert {r["encoder"][0].decode() for r in recs if r["codec"] == [b"hevc"]} == {hevc}

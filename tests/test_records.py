@@ -1,14 +1,11 @@
 """csr_jax.data.records against the independent `tfrecord` package (crc32c + protobuf)."""
 
-import io
 import struct
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from csr_jax.data import records
-from tests.conftest import kodak_crop
+from tests.shards import kodak_u8, png_bytes
 
 
 def read_all_checked(path) -> list[bytes]:
@@ -44,14 +41,11 @@ def parse_pb(payload: bytes) -> dict:
 
 @pytest.fixture(scope="module")
 def kodak_png() -> bytes:
-  img = (kodak_crop(32, 48, "kodim03")[0] * 255).round().astype(np.uint8)
-  buf = io.BytesIO()
-  Image.fromarray(img).save(buf, "PNG")
-  return buf.getvalue()
+  return png_bytes(kodak_u8(32, 48, "kodim03"))
 
 
 def _features(png, i):
-  return {"hr_png": png, "codec": "jpeg", "quality": 10 + i, "task_id": 0, "bpp": 0.75 + i,
+  return {"hr_png": png, "codec": "jpeg", "quality": 10 + i, "scale": 4, "bpp": 0.75 + i,
           "source": f"kodim03_{i}.png", "neg": [-1, -(1 << 40), (1 << 62)], "multi": [1.5, -2.25],
           "names": [b"a", b"", b"\x00\xff"]}
 
@@ -68,7 +62,7 @@ def test_writer_read_by_tfrecord_package(tmp_path, kodak_png):
     want = _features(kodak_png, i)
     assert got["hr_png"] == [kodak_png]
     assert got["codec"] == [b"jpeg"] and got["source"] == [f"kodim03_{i}.png".encode()]
-    assert got["quality"] == [10 + i] and got["task_id"] == [0]
+    assert got["quality"] == [10 + i] and got["scale"] == [4]
     assert got["bpp"] == pytest.approx([0.75 + i])
     assert got["neg"] == want["neg"] and got["multi"] == [1.5, -2.25]
     assert got["names"] == want["names"]

@@ -8,11 +8,23 @@ of tensorflow/core/example/{example,feature}.proto, so `tf.data.TFRecordDataset`
 """
 
 import os
+import re
 import struct
 
 import google_crc32c
 
 _MASK_DELTA = 0xA282EAD8
+
+# Dataset and split names become part of file names: letters, digits and '_' only (no '-',
+# which separates them, no path separators, no leading dot).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
+# Any shard file name (not its .idx/.done sidecars), whoever wrote it; use with fullmatch.
+SHARD_RE = re.compile(r"(?P<stem>.+)\.tfrecord-(?P<index>\d{5})-of-(?P<count>\d{5})")
+
+
+def shard_name(name: str, split: str, index: int, num_shards: int) -> str:
+  """tensorflow-datasets style: <name>-<split>.tfrecord-00000-of-00004."""
+  return f"{name}-{split}.tfrecord-{index:05d}-of-{num_shards:05d}"
 
 
 def masked_crc(data: bytes) -> int:
@@ -70,13 +82,28 @@ def write_index(records: list[tuple[int, int]], path: str) -> None:
 
 
 def read_index(path: str) -> list[tuple[int, int]]:
-  out = []
-  with open(path) as f:
-    for i, line in enumerate(f):
-      parts = line.split()
-      if len(parts) != 2:
-        raise RecordError(f"{path}: line {i + 1} is not 'offset length': {line.strip()!r}")
-      out.append((int(parts[0]), int(parts[1])))
+  """(offset, length) per record of a `.idx` sidecar; RecordError (one line, naming the file)
+  unless every line is two integers describing contiguous records from offset 0."""
+  try:
+    with open(path, "rb") as f:
+      text = f.read().decode("ascii")
+  except OSError as e:
+    raise RecordError(f"{path}: cannot read the index ({e.strerror})") from None
+  except UnicodeDecodeError as e:
+    raise RecordError(f"{path}: not a text index (byte {e.start} is {e.object[e.start]:#04x})"
+                      ) from None
+  out, want = [], 0
+  for i, line in enumerate(text.splitlines(), 1):
+    try:
+      off, n = (int(p) for p in line.split())
+    except ValueError:
+      raise RecordError(f"{path}: line {i} is not 'offset length': {line.strip()[:60]!r}"
+                        ) from None
+    if off != want or n < 16:
+      raise RecordError(f"{path}: line {i}: record at offset {off} with length {n}, expected "
+                        f"offset {want} and length >= 16")
+    out.append((off, n))
+    want = off + n
   return out
 
 
