@@ -143,15 +143,10 @@ def write_report(out_dir, *, table_md: str, title: str = "csr_jax report",
 
 
 def find_datasets(data_dir, name: str | None = None, split: str | None = None) -> dict:
-  """{dataset name: shard paths} under a prepared folder (see `csr_jax.data.source`)."""
+  """{dataset name: shard paths} under a prepared folder (its manifest, or those one folder
+  down)."""
   from csr_jax.data import source
-  found = source.find_shards(str(paths.resolve(data_dir)), name, split or "test")
-  if isinstance(found, dict):
-    return found
-  out = {}
-  for p in found:
-    out.setdefault(paths.resolve(p).name.split(".tfrecord")[0].rsplit("-", 1)[0], []).append(p)
-  return out
+  return source.find_shards(str(paths.resolve(data_dir)), name, split)
 
 
 def dataset_scale(datasets: dict) -> int:
@@ -171,16 +166,18 @@ def dataset_scale(datasets: dict) -> int:
 
 
 def encoder_note(datasets: dict) -> str:
-  """A table footer naming the encoders the prep step recorded (e.g. x265 standing in for HM)."""
-  import json
+  """A table footer naming the codec implementations the prep step recorded (x265 standing in
+  for HM, for instance)."""
+  from csr_jax.data import source
   seen = {}
   for shards in datasets.values():
-    manifest = paths.resolve(shards[0]).parent / "manifest.json"
+    manifest = paths.resolve(shards[0]).parent / source.MANIFEST
     if manifest.exists():
-      seen.update(json.loads(manifest.read_text()).get("encoders") or {})
-  if not seen:
+      for g in source.read_manifest(str(manifest)).get("grid", ()):
+        seen.setdefault(g["codec"], g.get("implementation", ""))
+  if not any(seen.values()):
     return ""
-  return "Encoders: " + "; ".join(f"{c}: {e}" for c, e in sorted(seen.items())) + "."
+  return "Codecs: " + "; ".join(f"{c}: {e}" for c, e in sorted(seen.items()) if e) + "."
 
 
 def _safe(s) -> str:

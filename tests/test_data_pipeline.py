@@ -136,5 +136,12 @@ def test_online_jpeg_recompresses_clean_crop(shards):
 def test_eval_dataset_whole_images(shards):
   exs = list(pipeline.eval_dataset(shards, max_images=3))
   assert len(exs) == 3
-  assert set(exs[0]) == {"hr", "lr", "lr_clean", "codec", "quality", "scale", "source"}
+  assert set(exs[0]) == {"hr", "lr", "lr_clean", "codec", "quality", "scale", "source",
+                         "task_id"}
+  # The task id is the model's, looked up from the codec when the example is made.
+  assert [ex["task_id"] for ex in pipeline.eval_dataset(shards, 2, task_ids={"jp*": 3})] == [3, 3]
+  (miss,) = pipeline.eval_dataset(shards, 1, task_ids={"webp": 0})
+  assert "codec 'jpeg' has no prompt" in miss["task_id"]
+  b = pipeline.train_dataset(shards, patch=8, scale=4, batch_size=2, task_ids={"jpeg": 4})[0]
+  assert b["task_id"].tolist() == [4, 4]
   assert exs[0]["hr"].shape == (96, 96, 3) and exs[0]["lr_clean"].shape == (24, 24, 3)
