@@ -148,7 +148,7 @@ def test_cisr_validation_reports_every_step(cisr_run):
   params = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(params, jax.device_get(state["params"]))
   nnx.update(model, params)
-  out = nnx.jit(lambda m, x: m(x, jnp.zeros((1,), jnp.int32)))(
+  out = nnx.jit(lambda m, x: m(x))(
       model, jnp.asarray(ex["lr"][None], jnp.float32) / 255.0)
   for j in (1, 2):
     y = evaluate.to_uint8(np.asarray(out["y"][j - 1][0]))

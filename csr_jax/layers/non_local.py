@@ -64,7 +64,9 @@ def non_local_mean(z, g, h, keep, chunk: int = 1024, patch: int = 3):
 
 
 class NonLocal(nnx.Module):
-  """Non-local mean of z guided by g, bandwidth h = softplus(conv1x1(relu(conv3x3(z)))) + h_min."""
+  """Non-local mean of z guided by g, bandwidth h = softplus(conv1x1(relu(conv3x3(g)))) + h_min:
+  CISR "employ[s] a simple convolutional neural network to adaptively estimate h from g" (two
+  convs, ReLU between; softplus + h_min, ours, keep h > 0)."""
 
   def __init__(self, in_channels: int = 3, hidden: int = 64, chunk: int = 1024,
                patch: int = 3, h_min: float = 1e-3, *, rngs: nnx.Rngs):
@@ -72,9 +74,9 @@ class NonLocal(nnx.Module):
     self.conv1 = Conv2d(in_channels, hidden, 3, padding=1, rngs=rngs)
     self.conv2 = Conv2d(hidden, 1, 1, rngs=rngs)
 
-  def bandwidth(self, z):
-    return jax.nn.softplus(self.conv2(jax.nn.relu(self.conv1(z))))[..., 0] + self.h_min
+  def bandwidth(self, g):
+    return jax.nn.softplus(self.conv2(jax.nn.relu(self.conv1(g))))[..., 0] + self.h_min
 
   def __call__(self, z, g, keep, chunk: int | None = None):
-    return non_local_mean(z, g, self.bandwidth(z), keep,
+    return non_local_mean(z, g, self.bandwidth(g), keep,
                           self.chunk if chunk is None else chunk, self.patch)
