@@ -1,6 +1,6 @@
 """CISR: hand-counted parameters, weight sharing over the unfolded steps, eager = jitted init,
-the figure's wiring (aligned copy, ARM backbone input), a blind forward on real crops, PyTorch
-twin parity after conversion, and the conversion round trip."""
+the figure's wiring (aligned copy, ARM backbone input), a blind forward on real crops in float32
+and bfloat16, PyTorch twin parity after conversion, and the conversion round trip."""
 
 import functools
 import io
@@ -194,6 +194,36 @@ def test_step_psnr_and_rho(lr):
   mse = np.mean((np.clip(lr[:1], 0, 1) - clean) ** 2)
   np.testing.assert_allclose(float(res["y1"]), -10 * np.log10(mse), rtol=1e-5)
   assert float(res["x1"]) == np.inf
+
+
+def _convs(jaxpr):
+  """Every conv_general_dilated equation in a jaxpr and the jaxprs nested in it."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      yield eqn
+    for v in eqn.params.values():
+      for sub in v if isinstance(v, (list, tuple)) else (v,):
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          yield from _convs(sub)
+
+
+def test_bfloat16_forward(lr):
+  """bfloat16 params and input (the trainer's `model.dtype`): every conv runs in bfloat16 (no
+  float32 constant promotes one), the output is bfloat16, and its x_J has a PSNR above 40 dB
+  against the float32 x_J on the JPEG q10 crops (measured: 50.7 dB)."""
+  model = models.create("cisr", "small_x2", rngs=nnx.Rngs(1))
+  graphdef, state = nnx.split(model)
+  args = jax.tree.map(lambda a: jnp.asarray(a, jnp.bfloat16), (state, lr))
+  traced = _apply.trace(graphdef, *args)
+  convs = list(_convs(traced.jaxpr.jaxpr))
+  assert len(convs) == 32  # 16 per module: the scan body appears once
+  assert all(v.aval.dtype == jnp.bfloat16 for e in convs for v in e.invars + e.outvars)
+  out = traced.lower().compile()(*args)["x"][-1]
+  assert out.dtype == jnp.bfloat16
+  ref = _forward(model, lr)["x"][-1]  # compiled already by test_matches_torch_twin[small_x2]
+  mse = float(jnp.mean(jnp.square(out.astype(jnp.float32) - ref)))
+  assert -10 * np.log10(mse) > 40.0, mse
 
 
 def test_blind_and_bad_input_shape(lr):

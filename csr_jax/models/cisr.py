@@ -22,6 +22,9 @@ registered), s = 4 -> k = 3 (offset 2). For even s the LR pixel centre lies half
 the copies at offsets s/2 - 1 and s/2; this reading takes the later one. In REM g = aux = y.
 ARM ends with conv -> 3 (+ skip); REM with conv -> 3 s^2 + pixel shuffle (+ bicubic(skip)).
 
+Under bfloat16 params and input the convs run in bfloat16; the blocking detector, the
+non-local weights, the bandwidth h, both softmaxes, the bicubic resizes and the channel
+attention's mean run in float32 and are cast back.
 Weights take torch's default init (Conv2d's). The parameter layout is project-defined (no
 official code): NNX paths equal the PyTorch twin's names (`csr_jax/torch_twins/cisr.py`).
 """
@@ -60,8 +63,8 @@ def rho(steps: int) -> tuple[float, ...]:
 
 
 def bicubic(x, scale: int):
-  """Bicubic x`scale` upsampling (torch's kernel, a = -0.75)."""
-  return resize_bicubic(x, (x.shape[1] * scale, x.shape[2] * scale))
+  """Bicubic x`scale` upsampling in x's dtype (the resize weights are float32)."""
+  return resize_bicubic(x, (x.shape[1] * scale, x.shape[2] * scale)).astype(x.dtype)
 
 
 class RCAB(nnx.Module):
@@ -99,7 +102,7 @@ class Mix(nnx.Module):
 
   def __call__(self, z, g, u):
     logits = self.conv2(jax.nn.relu(self.conv1(jnp.concatenate([z, g, u], -1))))
-    a = jax.nn.softmax(logits, -1)
+    a = jax.nn.softmax(logits.astype(jnp.float32), -1).astype(z.dtype)
     return a[..., 0:1] * z + a[..., 1:2] * g + a[..., 2:3] * u
 
 
@@ -157,8 +160,8 @@ class CISR(nnx.Module):
     self.rem = CISRModule(3, scale, **kw)
 
   def keep_mask(self, z):
-    """1 - the blocking-edge mask the detector finds in z."""
-    return 1.0 - blocking_edges(z)
+    """1 - the blocking-edge mask the detector finds in z (float32)."""
+    return 1.0 - blocking_edges(z).astype(jnp.float32)
 
   def arm_step(self, x_prev, z, keep, chunk=None):
     g, copies = split_copies(x_prev, self.scale)
