@@ -9,8 +9,8 @@ non-local operator alone (a forward runs 2 J of them), i.e. its share of the for
 import argparse
 import io
 import os
-import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,19 +18,17 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from csr_jax import models
+from csr_jax.layers.non_local import non_local_mean
 
-from csr_jax import models  # noqa: E402
-from csr_jax.layers.non_local import non_local_mean  # noqa: E402
-from tests.conftest import kodak_crop  # noqa: E402
-# Compile times must be real: tests.conftest turns on a persistent XLA cache.
-jax.config.update("jax_enable_compilation_cache", False)
+KODAK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "kodak"
 
 
 def jpeg_crop(size: int) -> np.ndarray:
-  x = kodak_crop(size, size, "kodim23", 0, 0)
+  with Image.open(KODAK / "kodim23.png") as im:
+    x = np.asarray(im.convert("RGB"))[:size, :size]
   buf = io.BytesIO()
-  Image.fromarray((x[0] * 255).round().astype(np.uint8)).save(buf, format="JPEG", quality=10)
+  Image.fromarray(x).save(buf, format="JPEG", quality=10)
   buf.seek(0)
   with Image.open(buf) as im:
     return (np.asarray(im.convert("RGB"), np.float32) / 255.0)[None]

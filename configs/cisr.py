@@ -8,7 +8,7 @@ setting: JPEG 10..50 and WebP 5..40 mixed (the prep step's `cisr` grid), batch 3
 patches, Adam 1e-4, loss sum_j rho_j (L1(y_j, clean LR) + gamma L1(x_j, HR)), stop when the
 validation PSNR falls (`eval.stop_when_worse`); `small` (CPU, 16 channels, J = 2); `demo`
 shrinks any of them to a CPU run on data the job prepares itself.
-Task ids select the blocking detector's block size (JPEG 8, WebP 4), so they are fed in.
+CISR is blind: no task id goes in; its blocking detector finds the block grid in the input.
 """
 
 from csr_jax import config_lib

@@ -5,7 +5,9 @@ where d_g is the mean squared difference of `patch` x `patch` patches of the gui
 padded), h a per-pixel bandwidth and keep(n) = 0 for candidates dropped by the blocking-edge
 detector. Queries are processed `chunk` at a time under `jax.checkpoint`, so forward and
 backward memory are O(HW x chunk) instead of O(HW^2); rows of the weight matrix do not
-depend on the chunking, so any chunk size gives the unchunked result.
+depend on the chunking, so any chunk size gives the unchunked result. Distances, softmax and
+the weighted sum run in float32 at full matmul precision whatever the input dtype (a bfloat16
+d = |a|^2 + |b|^2 - 2ab cancels to noise); the result has z's dtype.
 """
 
 import jax
@@ -31,6 +33,9 @@ def guide_patches(g, patch: int):
 def non_local_mean(z, g, h, keep, chunk: int = 1024, patch: int = 3):
   """z: values [B, H, W, C]; g: guide [B, H, W, Cg]; h: bandwidth [B, H, W] (> 0);
   keep: {0, 1} candidate mask [B, H, W] (all kept where it keeps nothing)."""
+  out_dtype, f32 = z.dtype, jnp.float32
+  z, g, h = z.astype(f32), g.astype(f32), h.astype(f32)
+  hp = jax.lax.Precision.HIGHEST
   b, hh, ww, c = z.shape
   n = hh * ww
   f = guide_patches(g, patch).reshape(b, n, -1)
@@ -43,12 +48,13 @@ def non_local_mean(z, g, h, keep, chunk: int = 1024, patch: int = 3):
 
   def rows(args):
     fq, sqq, ihq = args                                           # [B, c, D], [B, c], [B, c]
-    d = sqq[:, :, None] + sq[:, None, :] - 2.0 * jnp.einsum("bqd,bnd->bqn", fq, f) / dim
+    cross = jnp.einsum("bqd,bnd->bqn", fq, f, precision=hp)
+    d = sqq[:, :, None] + sq[:, None, :] - 2.0 * cross / dim
     logits = jnp.where(keep[:, None, :], -jnp.maximum(d, 0.0) * ihq[:, :, None], _MASKED)
     logits = logits - jnp.max(logits, axis=-1, keepdims=True)
     e = jnp.where(keep[:, None, :], jnp.exp(logits), 0.0)
     wgt = e / jnp.sum(e, axis=-1, keepdims=True)
-    return jnp.einsum("bqn,bnc->bqc", wgt, vals)
+    return jnp.einsum("bqn,bnc->bqc", wgt, vals, precision=hp)
 
   chunk = max(1, min(chunk, n))
   n_chunks = -(-n // chunk)
@@ -60,11 +66,13 @@ def non_local_mean(z, g, h, keep, chunk: int = 1024, patch: int = 3):
 
   out = jax.lax.map(jax.checkpoint(rows), (split(f), split(sq), split(inv_h2)))
   out = jnp.moveaxis(out, 0, 1).reshape(b, n_chunks * chunk, c)[:, :n]
-  return out.reshape(b, hh, ww, c)
+  return out.reshape(b, hh, ww, c).astype(out_dtype)
 
 
 class NonLocal(nnx.Module):
-  """Non-local mean of z guided by g, bandwidth h = softplus(conv1x1(relu(conv3x3(z)))) + h_min."""
+  """Non-local mean of z guided by g, bandwidth h = softplus(conv1x1(relu(conv3x3(g)))) + h_min:
+  CISR "employ[s] a simple convolutional neural network to adaptively estimate h from g" (two
+  convs, ReLU between; softplus + h_min, ours, keep h > 0). h is float32."""
 
   def __init__(self, in_channels: int = 3, hidden: int = 64, chunk: int = 1024,
                patch: int = 3, h_min: float = 1e-3, *, rngs: nnx.Rngs):
@@ -72,9 +80,10 @@ class NonLocal(nnx.Module):
     self.conv1 = Conv2d(in_channels, hidden, 3, padding=1, rngs=rngs)
     self.conv2 = Conv2d(hidden, 1, 1, rngs=rngs)
 
-  def bandwidth(self, z):
-    return jax.nn.softplus(self.conv2(jax.nn.relu(self.conv1(z))))[..., 0] + self.h_min
+  def bandwidth(self, g):
+    h = self.conv2(jax.nn.relu(self.conv1(g)))[..., 0].astype(jnp.float32)
+    return jax.nn.softplus(h) + self.h_min
 
   def __call__(self, z, g, keep, chunk: int | None = None):
-    return non_local_mean(z, g, self.bandwidth(z), keep,
+    return non_local_mean(z, g, self.bandwidth(g), keep,
                           self.chunk if chunk is None else chunk, self.patch)

@@ -3,17 +3,30 @@ enhancement (REM), unfolded J steps with shared weights (DESIGN.md section 1.4).
 
   x_0 = bicubic(z);  y_j = ARM(x_{j-1}, z);  x_j = REM(y_j, z),  j = 1..J
 
-z is the decoded (compressed) LR image, y_j estimates the clean LR and x_j the HR image. Each
-module: a guided non-local mean u of z, an RCAN backbone (residual groups of channel-attention
-blocks) on concat(u, z, aux), and a long skip through a per-pixel convex combination of
-(z, g, u). In ARM the HR estimate is space-to-depth'd into s^2 LR copies: the copy at sub-pixel
-offset ((s-1)//2, (s-1)//2), the one nearest the LR pixel centre, is the guide g and the
-other s^2 - 1 copies are aux. In REM g = aux = y. ARM ends with conv -> 3 (+ skip); REM with
-conv -> 3 s^2 + pixel shuffle (+ bicubic(skip)). The blocking-edge mask of z is computed once
-per forward (per-sample block size from `task_id`) and shared by both modules and all steps.
+z is the decoded (compressed) LR image, y_j estimates the clean LR and x_j the HR image. The
+model is blind: "we do not include any degradation parameters in (7), resulting in a blind
+restoration process" (section III-A), so it takes `model(lr)` only and the blocking detector
+finds the block grid in z itself (csr_jax/layers/blocking.py); its mask is computed once per
+forward and shared by both modules and all steps.
 
-The parameter layout is project-defined (no official code): NNX paths equal the PyTorch
-twin's names (`csr_jax/torch_twins/cisr.py`) with kernel -> weight.
+Each module (section III-B, Fig. 2): a guided non-local mean u of z (h estimated from g), then
+"its output, the input, and the auxiliary input are concatenated" into an RCAN backbone
+(residual groups of channel-attention blocks), and a long skip through a per-pixel convex
+combination of (z, g, u). In ARM the auxiliary input x is rearranged "into s^2 copies by using
+the space-to-depth transformation" (torch pixel_unshuffle order); the backbone gets all s^2
+copies, the aligned one g = x_k included. "x_k is well registered with z, where k equals to the
+number rounding off (s+1)/2": we read k as a 1-based index per axis (a 2-D raster index would
+not name the registered copy even for s = 3), rounding half up, so g is the copy at 0-based
+offset (s // 2, s // 2): s = 2 -> k = 2 (offset 1), s = 3 -> k = 2 (offset 1, exactly
+registered), s = 4 -> k = 3 (offset 2). For even s the LR pixel centre lies half-way between
+the copies at offsets s/2 - 1 and s/2; this reading takes the later one. In REM g = aux = y.
+ARM ends with conv -> 3 (+ skip); REM with conv -> 3 s^2 + pixel shuffle (+ bicubic(skip)).
+
+Under bfloat16 params and input the convs run in bfloat16; the blocking detector, the
+non-local weights, the bandwidth h, both softmaxes, the bicubic resizes and the channel
+attention's mean run in float32 and are cast back.
+Weights take torch's default init (Conv2d's). The parameter layout is project-defined (no
+official code): NNX paths equal the PyTorch twin's names (`csr_jax/torch_twins/cisr.py`).
 """
 
 import jax
@@ -23,12 +36,14 @@ from flax import nnx
 from csr_jax import losses
 from csr_jax.convert.core import Entry, ordered_table
 from csr_jax.family import Evaluation, FamilySpec, Inference
+from csr_jax.layers import init
 from csr_jax.layers.blocking import blocking_edges
+from csr_jax.layers.blocks import ChannelAttention
 from csr_jax.layers.conv import Conv2d
 from csr_jax.layers.non_local import NonLocal
 from csr_jax.layers.resize import pixel_shuffle, pixel_unshuffle, resize_bicubic
 
-_BASE = dict(channels=64, reduction=16, hidden=64, patch=3, chunk=1024, block=8)
+_BASE = dict(channels=64, reduction=16, hidden=64, patch=3, chunk=1024)
 VARIANTS = {
     **{f"full_x{s}": dict(_BASE, scale=s, n_groups=5, n_blocks=12, steps=3) for s in (2, 3, 4)},
     **{f"tiny_x{s}": dict(_BASE, scale=s, n_groups=2, n_blocks=12, steps=5) for s in (2, 3, 4)},
@@ -40,9 +55,6 @@ VARIANTS = {
 # Loss step weights rho_j (paper): J = 3 -> .3, .6, 1; J = 5 -> .2, .4, .6, .8, 1; gamma = 1.
 RHO = {3: (0.3, 0.6, 1.0), 5: (0.2, 0.4, 0.6, 0.8, 1.0)}
 GAMMA = 1.0
-# Blocking-detector block size per task id (DEVELOPERS.md ids: 0 jpeg, 1 hevc, 2 vvc,
-# 3 cheng2020, 4 hific/external, 5 webp); see csr_jax/layers/blocking.py.
-TASK_BLOCK = {0: 8, 1: 4, 2: 4, 3: 0, 4: 0, 5: 4}
 
 
 def rho(steps: int) -> tuple[float, ...]:
@@ -50,25 +62,18 @@ def rho(steps: int) -> tuple[float, ...]:
   return RHO.get(steps, tuple((j + 1) / steps for j in range(steps)))
 
 
-class CALayer(nnx.Module):
-  """RCAN channel attention: global average pool -> 1x1 down -> ReLU -> 1x1 up -> sigmoid."""
-
-  def __init__(self, channels: int, reduction: int, *, rngs: nnx.Rngs):
-    self.down = Conv2d(channels, channels // reduction, 1, rngs=rngs)
-    self.up = Conv2d(channels // reduction, channels, 1, rngs=rngs)
-
-  def __call__(self, x):
-    a = jnp.mean(x, axis=(1, 2), keepdims=True)
-    return x * jax.nn.sigmoid(self.up(jax.nn.relu(self.down(a))))
+def bicubic(x, scale: int):
+  """Bicubic x`scale` upsampling in x's dtype (the resize weights are float32)."""
+  return resize_bicubic(x, (x.shape[1] * scale, x.shape[2] * scale)).astype(x.dtype)
 
 
 class RCAB(nnx.Module):
   """Residual channel-attention block: x + CA(conv(relu(conv(x))))."""
 
-  def __init__(self, channels: int, reduction: int, *, rngs: nnx.Rngs):
+  def __init__(self, channels: int, reduction: int, *, rngs):
     self.conv1 = Conv2d(channels, channels, 3, padding=1, rngs=rngs)
     self.conv2 = Conv2d(channels, channels, 3, padding=1, rngs=rngs)
-    self.ca = CALayer(channels, reduction, rngs=rngs)
+    self.ca = ChannelAttention(channels, reduction, rngs=rngs)
 
   def __call__(self, x):
     return x + self.ca(self.conv2(jax.nn.relu(self.conv1(x))))
@@ -77,7 +82,7 @@ class RCAB(nnx.Module):
 class ResidualGroup(nnx.Module):
   """RCAN residual group: x + conv(RCAB_n(...RCAB_1(x)))."""
 
-  def __init__(self, channels: int, reduction: int, n_blocks: int, *, rngs: nnx.Rngs):
+  def __init__(self, channels: int, reduction: int, n_blocks: int, *, rngs):
     self.blocks = nnx.List([RCAB(channels, reduction, rngs=rngs) for _ in range(n_blocks)])
     self.conv = Conv2d(channels, channels, 3, padding=1, rngs=rngs)
 
@@ -91,12 +96,13 @@ class ResidualGroup(nnx.Module):
 class Mix(nnx.Module):
   """Per-pixel convex combination of (z, g, u): softmax(conv1x1(relu(conv1x1([z, g, u]))))."""
 
-  def __init__(self, hidden: int, *, rngs: nnx.Rngs):
+  def __init__(self, hidden: int, *, rngs):
     self.conv1 = Conv2d(9, hidden, 1, rngs=rngs)
     self.conv2 = Conv2d(hidden, 3, 1, rngs=rngs)
 
   def __call__(self, z, g, u):
-    a = jax.nn.softmax(self.conv2(jax.nn.relu(self.conv1(jnp.concatenate([z, g, u], -1)))), -1)
+    logits = self.conv2(jax.nn.relu(self.conv1(jnp.concatenate([z, g, u], -1))))
+    a = jax.nn.softmax(logits.astype(jnp.float32), -1).astype(z.dtype)
     return a[..., 0:1] * z + a[..., 1:2] * g + a[..., 2:3] * u
 
 
@@ -104,8 +110,7 @@ class CISRModule(nnx.Module):
   """Shared ARM/REM structure; `upscale` = 1 for ARM, s for REM."""
 
   def __init__(self, aux_channels: int, upscale: int, *, channels: int, reduction: int,
-               n_groups: int, n_blocks: int, hidden: int, patch: int, chunk: int,
-               rngs: nnx.Rngs):
+               n_groups: int, n_blocks: int, hidden: int, patch: int, chunk: int, rngs):
     self.upscale = upscale
     self.non_local = NonLocal(3, hidden, chunk, patch, rngs=rngs)
     self.head = Conv2d(6 + aux_channels, channels, 3, padding=1, rngs=rngs)
@@ -115,7 +120,9 @@ class CISRModule(nnx.Module):
     self.tail = Conv2d(channels, 3 * upscale * upscale, 3, padding=1, rngs=rngs)
     self.mix = Mix(hidden, rngs=rngs)
 
-  def run(self, z, g, aux, keep, chunk=None):
+  def __call__(self, z, g, aux, keep, chunk=None):
+    """z: the LR input; g: the guide; aux: the auxiliary input at LR size (ARM: all s^2
+    copies, g among them; REM: y = g); keep: 1 - blocking mask of z."""
     u = self.non_local(z, g, keep, chunk)
     f = self.head(jnp.concatenate([u, z, aux], -1))
     r = f
@@ -125,20 +132,14 @@ class CISRModule(nnx.Module):
     skip = self.mix(z, g, u)
     if self.upscale == 1:
       return out + skip
-    h, w = z.shape[1:3]
-    s = self.upscale
-    return pixel_shuffle(out, s) + resize_bicubic(skip, (h * s, w * s))
+    return pixel_shuffle(out, self.upscale) + bicubic(skip, self.upscale)
 
 
 def split_copies(x_hr, scale: int):
-  """Space-to-depth of the HR estimate: (guide [B,h,w,3], aux [B,h,w,3(s^2-1)])."""
-  c = pixel_unshuffle(x_hr, scale)                  # torch order: channel k*s*s + i*s + j
-  b, h, w, _ = c.shape
-  c = c.reshape(b, h, w, 3, scale * scale)
-  k = ((scale - 1) // 2) * scale + (scale - 1) // 2
-  guide = c[..., k]
-  aux = jnp.concatenate([c[..., :k], c[..., k + 1:]], -1).reshape(b, h, w, -1)
-  return guide, aux
+  """Space-to-depth of the HR estimate: (g = the aligned copy x_k [B, h, w, 3], all s^2 copies
+  [B, h, w, 3 s^2] in torch pixel_unshuffle order); k per axis as the module docstring says."""
+  o = scale // 2
+  return x_hr[:, o::scale, o::scale], pixel_unshuffle(x_hr, scale)
 
 
 class CISR(nnx.Module):
@@ -146,44 +147,35 @@ class CISR(nnx.Module):
 
   def __init__(self, scale: int = 2, steps: int = 3, channels: int = 64, reduction: int = 16,
                n_groups: int = 5, n_blocks: int = 12, hidden: int = 64, patch: int = 3,
-               chunk: int = 1024, block: int = 8, *, rngs: nnx.Rngs):
+               chunk: int = 1024, *, rngs: nnx.Rngs):
     if scale < 2:
       raise ValueError(f"CISR: scale must be >= 2, got {scale}")
     if steps < 1:
       raise ValueError(f"CISR: steps must be >= 1, got {steps}")
-    self.scale, self.steps, self.block = scale, steps, block
+    self.scale, self.steps = scale, steps
+    keys = init.KeyStream(rngs)
     kw = dict(channels=channels, reduction=reduction, n_groups=n_groups, n_blocks=n_blocks,
-              hidden=hidden, patch=patch, chunk=chunk)
-    self.arm = CISRModule(3 * (scale * scale - 1), 1, **kw, rngs=rngs)
-    self.rem = CISRModule(3, scale, **kw, rngs=rngs)
+              hidden=hidden, patch=patch, chunk=chunk, rngs=keys)
+    self.arm = CISRModule(3 * scale * scale, 1, **kw)
+    self.rem = CISRModule(3, scale, **kw)
 
-  def keep_mask(self, z, task_id=None):
-    """1 - blocking-edge mask of z; per-sample block size from task_id when given."""
-    if task_id is None:
-      return 1.0 - blocking_edges(z, self.block)
-    task_id = jnp.asarray(task_id).reshape(-1)
-    sizes = jnp.asarray([TASK_BLOCK.get(t, self.block) for t in range(max(TASK_BLOCK) + 1)])
-    known = (task_id >= 0) & (task_id < sizes.shape[0])
-    size = jnp.where(known, sizes[jnp.clip(task_id, 0, sizes.shape[0] - 1)], self.block)
-    mask = jnp.zeros(z.shape[:3], z.dtype)
-    for blk in sorted((set(TASK_BLOCK.values()) | {self.block}) - {0}):
-      mask = jnp.where((size == blk)[:, None, None], blocking_edges(z, blk), mask)
-    return 1.0 - mask
+  def keep_mask(self, z):
+    """1 - the blocking-edge mask the detector finds in z (float32)."""
+    return 1.0 - blocking_edges(z).astype(jnp.float32)
 
   def arm_step(self, x_prev, z, keep, chunk=None):
-    g, aux = split_copies(x_prev, self.scale)
-    return self.arm.run(z, g, aux, keep, chunk)
+    g, copies = split_copies(x_prev, self.scale)
+    return self.arm(z, g, copies, keep, chunk)
 
   def rem_step(self, y, z, keep, chunk=None):
-    return self.rem.run(z, y, y, keep, chunk)
+    return self.rem(z, y, y, keep, chunk)
 
-  def __call__(self, lr, task_id=None, *, chunk: int | None = None):
+  def __call__(self, lr, *, chunk: int | None = None):
     if lr.ndim != 4 or lr.shape[-1] != 3:
       raise ValueError(f"CISR expects an NHWC RGB batch, got shape {lr.shape}")
     z = lr
-    h, w = z.shape[1:3]
-    keep = self.keep_mask(z, task_id)
-    x0 = resize_bicubic(z, (h * self.scale, w * self.scale))
+    keep = self.keep_mask(z)
+    x0 = bicubic(z, self.scale)
 
     def step(x, _):
       y = self.arm_step(x, z, keep, chunk)
@@ -196,7 +188,7 @@ class CISR(nnx.Module):
 
 def step_psnr(out, lr_clean, hr) -> dict:
   """PSNR (dB, RGB, images in [0, 1]) of every y_j against the clean LR and every x_j against
-  the HR: {'y1': .., 'x1': .., ...}; the training loss is csr_jax.losses.unfolded_loss."""
+  the HR: {'y1': .., 'x1': .., ...}; the training loss is `unfolded_loss` below."""
   def psnr(a, b):
     return -10.0 * jnp.log10(jnp.mean(jnp.square(jnp.clip(a, 0.0, 1.0) - b)))
   res = {}
@@ -213,7 +205,7 @@ _TORCH_ORDER = {
     CISRModule: ((), ("non_local", "head", "body", "body_conv", "tail", "mix")),
     ResidualGroup: ((), ("blocks", "conv")),
     RCAB: ((), ("conv1", "conv2", "ca")),
-    CALayer: ((), ("down", "up")),
+    ChannelAttention: ((), ("attention",)),
     Mix: ((), ("conv1", "conv2")),
     NonLocal: ((), ("conv1", "conv2")),
 }
@@ -250,7 +242,6 @@ def _extras(out) -> dict:
 
 SPEC = FamilySpec(
     name="cisr", variants=VARIANTS, build=CISR, torch_table=torch_table,
-    task_ids={"jpeg": 0, "hevc": 1, "vvc": 2, "cheng2020-*": 3, "external:*": 4, "webp": 5},
     targets=("hr", "lr_clean"), loss=unfolded_loss, predict=lambda out: out["x"][-1],
     extras=_extras, extra_target=lambda name: "hr" if name.startswith("x") else "lr_clean",
     inference=Inference(multiple=1),

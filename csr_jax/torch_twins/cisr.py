@@ -1,60 +1,87 @@
 """PyTorch twin of csr_jax.models.cisr (NCHW), with the same module names, so converted
-weights run here and tests compare the two numerically. Includes torch versions of the
+weights run here and tests compare the two numerically. Includes torch versions of the blind
 blocking-edge detector and the chunked non-local mean (csr_jax/layers/{blocking,non_local}.py).
+Build it with the JAX model's keywords, e.g. `CISR(**csr_jax.models.cisr.VARIANTS["full_x2"])`.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csr_jax.layers.blocking import ALPHA, TAU
-from csr_jax.models.cisr import TASK_BLOCK, VARIANTS
+from csr_jax.layers.blocking import ALPHA, BLOCKY, HALF_WAY, MACROBLOCK, TAU
 
 _MASKED = -1e30
+_EPS = 1.0 / 255.0
 
 
 def luma(x):
+  x = x.detach().float()
   return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
 
 
-def _box_rows(d, block: int):
-  lo, hi = block // 2, block - 1 - block // 2
-  n = d.shape[1]
+def _box_rows(d, n: int = 8):
+  lo, hi = n // 2, n - 1 - n // 2
+  rows = d.shape[1]
   pad = F.pad(d, (0, 0, lo, hi))
-  ones = F.pad(torch.ones((1, n, 1), dtype=d.dtype), (0, 0, lo, hi))
+  ones = F.pad(torch.ones((1, rows, 1), dtype=d.dtype), (0, 0, lo, hi))
   s, c = 0.0, 0.0
-  for t in range(block):
-    s = s + pad[:, t:t + n]
-    c = c + ones[:, t:t + n]
+  for t in range(n):
+    s = s + pad[:, t:t + rows]
+    c = c + ones[:, t:t + rows]
   return s / c
 
 
-def _vertical_boundaries(y, block: int, tau: float, alpha: float):
+def _steps(y):
+  return (y[:, :, 1:] - y[:, :, :-1]).abs()
+
+
+def _phase_stats(d):
+  n = d.shape[2]
+  p = F.pad(d, (3, 3), mode="replicate")
+  local = sum(p[:, :, 3 + o:3 + o + n] for o in (-3, -2, -1, 1, 2, 3)) / 6.0
+  profile = (d / (local + _EPS)).mean(1)
+  onehot = (torch.arange(1, n + 1)[None, :] % 16) == torch.arange(16)[:, None]
+  sums = torch.where(onehot[None], profile[:, None, :], torch.zeros(())).sum(2)
+  counts = onehot.sum(1)
+  s16 = sums / counts.clamp(min=1)
+  s8 = (sums[:, :8] + sums[:, 8:]) / (counts[:8] + counts[8:]).clamp(min=1)
+  at = lambda s, i: s.gather(1, (i % s.shape[1])[:, None])[:, 0]
+  f = s8.argmax(1)
+  odd = sum(at(s8, f + o) for o in (1, 3, 5, 7)) / 4.0
+  return f, at(s8, f), at(s8, f + 4), odd, (at(s16, f) - at(s16, f + 8)).abs()
+
+
+def detect_grid(x):
+  """x: [B, 3, H, W] -> (period, column phase, row phase), int [B] each."""
+  y = luma(x)
+  fc, ac, bc, cc, mc = _phase_stats(_steps(y))
+  fr, ar, br, cr, mr = _phase_stats(_steps(y.transpose(1, 2)))
+  norm = cc + cr + 0.01
+  a, b, m = (ac - cc + ar - cr) / norm, (bc - cc + br - cr) / norm, (mc + mr) / norm
+  four = (b > HALF_WAY * a) | (m > MACROBLOCK * a)
+  period = torch.where(a <= BLOCKY, 0, torch.where(four, 4, 8))
+  wrap = torch.where(period == 4, 4, 8)
+  return period, fc % wrap, fr % wrap
+
+
+def _marks(y, period, phase, tau: float, alpha: float):
   b, h, w = y.shape
-  d = (y[:, :, 1:] - y[:, :, :-1]).abs()
-  step = _box_rows(d, max(block, 8))
+  step = _box_rows(_steps(y))
   left = torch.cat([step[:, :, :1], step[:, :, :-1]], 2)
   right = torch.cat([step[:, :, 1:], step[:, :, -1:]], 2)
-  inner = torch.maximum(left, right)
-  idx = torch.arange(1, w)
-  profile = d.mean(1)
-  onehot = (idx[None, :] % block) == torch.arange(block)[:, None]
-  counts = onehot.sum(1).clamp(min=1)
-  score = (profile @ onehot.T.to(profile.dtype)) / counts
-  phase = score.argmax(1)
-  on_grid = (idx[None, :] % block) == phase[:, None]
-  hit = on_grid[:, None, :] & (step > tau) & (step > alpha * inner)
+  idx = torch.arange(1, w)[None, :]
+  on_grid = (period[:, None] > 0) & (idx % period.clamp(min=1)[:, None] == phase[:, None])
+  hit = on_grid[:, None, :] & (step > tau) & (step > alpha * torch.maximum(left, right))
   zero = torch.zeros((b, h, 1), dtype=torch.bool)
   return torch.cat([hit, zero], 2) | torch.cat([zero, hit], 2)
 
 
-def blocking_edges(x, block: int, tau: float = TAU, alpha: float = ALPHA):
+def blocking_edges(x, tau: float = TAU, alpha: float = ALPHA):
   """x: [B, 3, H, W] -> {0, 1} mask [B, H, W]."""
-  y = luma(x.detach())
-  if block <= 0:
-    return torch.zeros_like(y)
-  cols = _vertical_boundaries(y, block, tau, alpha)
-  rows = _vertical_boundaries(y.transpose(1, 2), block, tau, alpha).transpose(1, 2)
+  y = luma(x)
+  period, phase_c, phase_r = detect_grid(x)
+  cols = _marks(y, period, phase_c, tau, alpha)
+  rows = _marks(y.transpose(1, 2), period, phase_r, tau, alpha).transpose(1, 2)
   return (cols | rows).to(x.dtype)
 
 
@@ -98,18 +125,19 @@ class NonLocal(nn.Module):
     self.conv2 = nn.Conv2d(hidden, 1, 1)
 
   def forward(self, z, g, keep):
-    h = F.softplus(self.conv2(F.relu(self.conv1(z))))[:, 0] + self.h_min
+    h = F.softplus(self.conv2(F.relu(self.conv1(g))))[:, 0] + self.h_min
     return non_local_mean(z, g, h, keep, self.chunk, self.patch)
 
 
-class CALayer(nn.Module):
+class ChannelAttention(nn.Module):
   def __init__(self, channels, reduction):
     super().__init__()
-    self.down = nn.Conv2d(channels, channels // reduction, 1)
-    self.up = nn.Conv2d(channels // reduction, channels, 1)
+    self.attention = nn.Sequential(
+        nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, channels // reduction, 1),
+        nn.ReLU(inplace=True), nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid())
 
   def forward(self, x):
-    return x * torch.sigmoid(self.up(F.relu(self.down(x.mean((2, 3), keepdim=True)))))
+    return x * self.attention(x)
 
 
 class RCAB(nn.Module):
@@ -117,7 +145,7 @@ class RCAB(nn.Module):
     super().__init__()
     self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
     self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-    self.ca = CALayer(channels, reduction)
+    self.ca = ChannelAttention(channels, reduction)
 
   def forward(self, x):
     return x + self.ca(self.conv2(F.relu(self.conv1(x))))
@@ -176,49 +204,30 @@ class CISRModule(nn.Module):
 
 
 def split_copies(x_hr, scale):
-  c = F.pixel_unshuffle(x_hr, scale)
-  b, _, h, w = c.shape
-  c = c.reshape(b, 3, scale * scale, h, w)
-  k = ((scale - 1) // 2) * scale + (scale - 1) // 2
-  aux = torch.cat([c[:, :, :k], c[:, :, k + 1:]], 2).reshape(b, -1, h, w)
-  return c[:, :, k], aux
+  o = scale // 2
+  return x_hr[:, :, o::scale, o::scale], F.pixel_unshuffle(x_hr, scale)
 
 
 class CISR(nn.Module):
   def __init__(self, scale=2, steps=3, channels=64, reduction=16, n_groups=5, n_blocks=12,
-               hidden=64, patch=3, chunk=1024, block=8):
+               hidden=64, patch=3, chunk=1024):
     super().__init__()
-    self.scale, self.steps, self.block = scale, steps, block
+    self.scale, self.steps = scale, steps
     kw = dict(channels=channels, reduction=reduction, n_groups=n_groups, n_blocks=n_blocks,
               hidden=hidden, patch=patch, chunk=chunk)
-    self.arm = CISRModule(3 * (scale * scale - 1), 1, **kw)
+    self.arm = CISRModule(3 * scale * scale, 1, **kw)
     self.rem = CISRModule(3, scale, **kw)
 
-  def keep_mask(self, z, task_id=None):
-    if task_id is None:
-      return 1.0 - blocking_edges(z, self.block)
-    mask = torch.zeros_like(z[:, 0])
-    for i, t in enumerate(torch.as_tensor(task_id).reshape(-1).tolist()):
-      blk = TASK_BLOCK.get(int(t), self.block)
-      mask[i] = blocking_edges(z[i:i + 1], blk)[0]
-    return 1.0 - mask
-
-  def forward(self, lr, task_id=None):
+  def forward(self, lr):
     """lr: [B, 3, h, w] in [0, 1] -> {'y': [y_1..y_J], 'x': [x_1..x_J]} (NCHW)."""
     z = lr
-    keep = self.keep_mask(z, task_id)
+    keep = 1.0 - blocking_edges(z)
     x = F.interpolate(z, scale_factor=self.scale, mode="bicubic", align_corners=False)
     ys, xs = [], []
     for _ in range(self.steps):
-      g, aux = split_copies(x, self.scale)
-      y = self.arm(z, g, aux, keep)
+      g, copies = split_copies(x, self.scale)
+      y = self.arm(z, g, copies, keep)
       x = self.rem(z, y, y, keep)
       ys.append(y)
       xs.append(x)
     return {"y": ys, "x": xs}
-
-
-def create(variant: str, **overrides) -> CISR:
-  if variant not in VARIANTS:
-    raise KeyError(f"unknown cisr variant {variant!r}; known: {sorted(VARIANTS)}")
-  return CISR(**dict(VARIANTS[variant], **overrides))

@@ -1,4 +1,5 @@
-"""Chunked guided non-local mean on a real crop: chunk-invariance, masking, torch parity."""
+"""Chunked guided non-local mean on a real crop: chunk-invariance, masking, h from the guide,
+torch parity."""
 
 import io
 
@@ -23,7 +24,7 @@ def pair():
   buf.seek(0)
   with Image.open(buf) as im:
     z = (np.asarray(im.convert("RGB"), np.float32) / 255.0)[None]
-  return z, g, 1.0 - np.asarray(blocking_edges(z, 8))
+  return z, g, 1.0 - np.asarray(jax.jit(blocking_edges)(z))
 
 
 def test_chunked_equals_unchunked(pair):
@@ -49,6 +50,17 @@ def test_masked_candidates_get_no_weight(pair):
   assert dropped.sum() > 50
   assert np.abs(u - z)[0][dropped].max(axis=-1).mean() > 1e-3
   np.testing.assert_allclose(u[0][~dropped], z[0][~dropped], atol=1e-5)
+
+
+def test_bandwidth_comes_from_the_guide(pair):
+  """CISR: "estimate h from g". z (JPEG q10) and g (clean) differ, so h(z) would not do."""
+  z, g, keep = pair
+  model = NonLocal(hidden=8, rngs=nnx.Rngs(0))
+  out = np.asarray(model(jnp.asarray(z), jnp.asarray(g), keep))
+  want = non_local_mean(z, g, model.bandwidth(jnp.asarray(g)), keep, model.chunk)
+  np.testing.assert_allclose(out, np.asarray(want), atol=1e-6, rtol=0)
+  from_z = non_local_mean(z, g, model.bandwidth(jnp.asarray(z)), keep, model.chunk)
+  assert np.abs(out - np.asarray(from_z)).max() > 1e-3
 
 
 def test_gradient_is_finite(pair):
