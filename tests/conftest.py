@@ -57,34 +57,17 @@ def run_module(args, cwd, *, env=None, timeout=900, check=True) -> subprocess.Co
   return res
 
 
-def write_hr_crops(out: Path, names, size: int, top: int = 100, left: int = 150) -> Path:
-  """size x size PNG crops of Kodak images (an HR folder for the prep step)."""
-  out.mkdir(parents=True, exist_ok=True)
-  for n in names:
-    Image.fromarray(load_rgb(kodak_path(n))[top:top + size, left:left + size]).save(
-        out / f"{n}.png")
-  return out
-
-
-def prepare(hr_dir: Path, out: Path, *args) -> Path:
-  """The real prep step, in this process (no workers)."""
-  from data_prep import prepare as prep
-  prep.main(["--hr_dir", str(hr_dir), "--out", str(out), "--workers", "0", *map(str, args)])
-  return out
-
-
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
   """A real training run of the main job (UCIP small, 3 steps on Kodak crops, checkpoints at
   steps 2 and 3, evaluation and report), written from its own folder by relative paths.
   Returns the folder holding `run/` (the workdir) and `data/{train,eval}`. Consumers copy the
   workdir before changing anything in it."""
+  from tests.shards import kodak_crops, write_shards
   root = tmp_path_factory.mktemp("artifacts")
-  prepare(write_hr_crops(root / "hr_train", ("kodim01", "kodim03", "kodim05", "kodim07"), 96),
-          root / "data" / "train", "--codec", "jpeg:30", "--name", "kodak", "--split", "train",
-          "--min_size", "32")
-  prepare(write_hr_crops(root / "hr_eval", ("kodim02", "kodim04"), 64), root / "data" / "eval",
-          "--codec", "jpeg:40", "--name", "kodak", "--split", "test", "--min_size", "32")
+  write_shards(root / "data" / "train", kodak_crops(("kodim01", "kodim03", "kodim05", "kodim07"),
+                                                   96), codec="jpeg:30", split="train")
+  write_shards(root / "data" / "eval", kodak_crops(("kodim02", "kodim04"), 64), codec="jpeg:40")
   config = os.path.relpath(REPO / "configs" / "ucip.py", root)
   run_module(["csr_jax.main", "--config", f"{config}:small,steps=3,batch=4,workers=0",
               "--workdir", "run", "--config.data.train_dir=data/train",

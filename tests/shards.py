@@ -20,6 +20,11 @@ def kodak_u8(h: int, w: int, name: str = "kodim01", top: int = 0, left: int = 0)
   return crop
 
 
+def kodak_crops(names, size: int, top: int = 100, left: int = 150) -> list:
+  """(name, size x size uint8 crop) pairs of Kodak images, as `write_shards` takes them."""
+  return [(n, kodak_u8(size, size, n, top, left)) for n in names]
+
+
 def png_bytes(img: np.ndarray) -> bytes:
   """PNG bytes of a uint8 HW or HWC array."""
   buf = io.BytesIO()

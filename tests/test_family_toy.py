@@ -11,16 +11,16 @@ from flax import nnx
 
 from csr_jax import checkpoint, weights
 from tests import toy_family
-from tests.conftest import REPO, kodak_crop, prepare, run_module, write_hr_crops
+from tests.conftest import REPO, kodak_crop, run_module
+from tests.shards import kodak_crops, write_shards
 
 
 def test_toy_family_trains_resumes_evaluates_benchmarks_and_converts(tmp_path):
   names = ("kodim01", "kodim05", "kodim13")
-  prepare(write_hr_crops(tmp_path / "hr", names, 48), tmp_path / "data" / "train", "--scale",
-          "2", "--codec", "jpeg:30", "--codec", "webp:20", "--name", "toy", "--min_size", "32")
-  prepare(write_hr_crops(tmp_path / "hr_eval", ("kodim02",), 48), tmp_path / "data" / "eval",
-          "--scale", "2", "--codec", "webp:40", "--name", "toy", "--split", "test",
-          "--min_size", "32")
+  write_shards(tmp_path / "data" / "train", kodak_crops(names, 48), codec=["jpeg:30", "webp:20"],
+               scale=2, name="toy", split="train")
+  write_shards(tmp_path / "data" / "eval", kodak_crops(("kodim02",), 48), codec="webp:40",
+               scale=2, name="toy")
   cwd = tmp_path / "elsewhere"
   cwd.mkdir()
   config = os.path.relpath(REPO / "tests" / "toy_family.py", cwd)

@@ -8,17 +8,15 @@ from configs import promptcir as pcir_config
 from csr_jax import checkpoint
 from csr_jax import models
 from csr_jax import train
-from tests.conftest import prepare, write_hr_crops
+from tests.shards import kodak_crops, write_shards
 
 NAMES = ("kodim02", "kodim04", "kodim14", "kodim22")
 
 
 def write_jpeg_shards(out_dir, qualities=(10, 40), size=48):
   """Scale-1 CIR records (HR = clean LR, LR = Pillow JPEG of it) from the prep step."""
-  hr = write_hr_crops(out_dir.parent / "hr", NAMES, size, top=200, left=300)
-  return str(prepare(hr, out_dir, "--scale", "1", "--codec",
-                     f"jpeg:{','.join(map(str, qualities))}", "--name", "kodak",
-                     "--min_size", "32"))
+  return str(write_shards(out_dir, kodak_crops(NAMES, size, top=200, left=300), scale=1,
+                          codec=f"jpeg:{','.join(map(str, qualities))}", split="train"))
 
 
 def small_config(variant, train_dir):

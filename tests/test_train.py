@@ -19,7 +19,8 @@ import pytest
 from configs import ucip
 from csr_jax import checkpoint
 from csr_jax import train
-from tests.conftest import REPO, prepare, write_hr_crops
+from tests.conftest import REPO
+from tests.shards import kodak_crops, write_shards
 
 # argv: overrides-json workdir kill_at(-1) out_npz(or '') [coordinator num_processes process_id]
 CHILD = r"""
@@ -109,10 +110,9 @@ def batches(workdir) -> dict:
 def data(tmp_path_factory):
   root = tmp_path_factory.mktemp("train_data")
   names = ("kodim01", "kodim03", "kodim05", "kodim07", "kodim13", "kodim23")
-  prepare(write_hr_crops(root / "hr", names, 96), root / "train", "--codec", "jpeg:30",
-          "--num_shards", "2", "--name", "kodak", "--min_size", "32")
-  prepare(write_hr_crops(root / "hr_eval", ("kodim02", "kodim04"), 64), root / "eval",
-          "--codec", "jpeg:40", "--name", "kodak", "--split", "test", "--min_size", "32")
+  write_shards(root / "train", kodak_crops(names, 96), codec="jpeg:30", split="train",
+               num_shards=2)
+  write_shards(root / "eval", kodak_crops(("kodim02", "kodim04"), 64), codec="jpeg:40")
   return {"data.train_dir": str(root / "train"), "data.eval_dir": str(root / "eval")}
 
 

@@ -17,7 +17,8 @@ from csr_jax import checkpoint, config_lib, evaluate, metrics, models, train, we
 from csr_jax.convert import core
 from csr_jax.data import pipeline
 from csr_jax.tree import flatten
-from tests.conftest import REPO, prepare, run_module, write_hr_crops
+from tests.conftest import REPO, run_module
+from tests.shards import kodak_crops, write_shards
 
 
 def test_crop_border_override_keeps_the_scale():
@@ -113,10 +114,9 @@ def cisr_run(tmp_path_factory):
   """CISR small x2, evaluated every step with raw params and a large learning rate, so the
   validation PSNR falls and the run stops early."""
   root = tmp_path_factory.mktemp("cisr_followup")
-  prepare(write_hr_crops(root / "hr", ("kodim05",), 48), root / "train", "--scale", "2",
-          "--codec", "jpeg:20", "--name", "kodak", "--min_size", "32")
-  prepare(write_hr_crops(root / "hr_eval", ("kodim02",), 32), root / "eval", "--scale", "2",
-          "--codec", "jpeg:20", "--name", "kodak", "--split", "test", "--min_size", "32")
+  write_shards(root / "train", kodak_crops(("kodim05",), 48), codec="jpeg:20", scale=2,
+               split="train")
+  write_shards(root / "eval", kodak_crops(("kodim02",), 32), codec="jpeg:20", scale=2)
   c = cisr_config.get_config("small,scale=2,steps=6,batch=1,workers=0")
   c.data.train_dir, c.data.eval_dir = str(root / "train"), str(root / "eval")
   c.data.patch_size = 12
@@ -124,7 +124,7 @@ def cisr_run(tmp_path_factory):
   c.keep_checkpoints = 1
   c.eval.use_ema = False
   c.eval.patience = 1
-  c.optim.lr = 3e-3
+  c.optim.lr = 0.01
   wd = root / "run"
   state, last = train.train_and_evaluate(c, str(wd))
   with open(wd / "metrics.csv") as f:
