@@ -75,6 +75,24 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     return out["state"], dict(out["data"])
 
+  def check_params(self, step: int, abstract_params: dict, model: str) -> None:
+    """A one-line error when `step` holds parameters of another shape than the model the
+    config builds (another variant or family), naming both, before Orbax is asked."""
+    from csr_jax.convert import core
+    step_dir = self.directory / str(step)
+    tree = _tree_metadata(step_dir / "state")
+    if not isinstance(tree, dict) or not isinstance(tree.get("params"), dict):
+      return  # damaged: restore_latest reports it and falls back
+    try:
+      core.match_flat(flatten(abstract_params), flatten(tree["params"]), source="")
+    except core.ConversionError as exc:
+      meta = _step_meta(step_dir)
+      raise ValueError(
+          f"{paths.display(step_dir)}: holds {meta.get('name')} {meta.get('variant')} "
+          f"parameters, not those of the configured {model} (start another --workdir, or "
+          f"use --config.init_from to start from these weights); "
+          f"{str(exc).split('; ', 1)[-1]}") from None
+
   def restore_latest(self, abstract_state: dict):
     """(step, state, data) of the newest intact step that restores; None when there is none.
     Damaged steps are skipped with a one-line warning each."""
@@ -196,13 +214,17 @@ def read_params(path, item: str = "params") -> tuple[dict[str, np.ndarray], dict
                    f"({len(errors)} damaged)")
 
 
+def _tree_metadata(where) -> dict:
+  meta = ocp.PyTreeCheckpointer().metadata(where)
+  tree = getattr(meta, "item_metadata", meta)
+  return getattr(tree, "tree", tree)
+
+
 def _read_tree(where, item: str, kind: str) -> dict:
   ckptr = ocp.PyTreeCheckpointer()
-  meta = ckptr.metadata(where)
-  tree = getattr(meta, "item_metadata", meta)
-  tree = getattr(tree, "tree", tree)
+  tree = _tree_metadata(where)
   if not isinstance(tree, dict):
-    raise KeyError(f"{paths.display(where)}: not a dict checkpoint ({type(tree).__name__})")
+    raise ValueError(f"{paths.display(where)}: unreadable metadata ({type(tree).__name__})")
   if kind == "train":
     if not isinstance(tree.get(item), dict):
       raise KeyError(f"{paths.display(where)}: has no {item!r} tree (top-level keys: "

@@ -69,6 +69,10 @@ def _initial_state(config, r, tx, mesh):
 
 def _restore(config, ckpt, abstract):
   """(step, state, data position) to resume from: workdir > config.resume; None: start."""
+  model = f"{config.model.name} {config.model.variant}"
+  steps = checkpoint.intact_steps(ckpt.directory)
+  if steps:
+    ckpt.check_params(steps[-1], abstract["params"], model)
   found = ckpt.restore_latest(abstract)
   if found is not None:
     logging.info("resuming from %s step %d", paths.display(ckpt.directory), found[0])
@@ -80,6 +84,9 @@ def _restore(config, ckpt, abstract):
   other = checkpoint.Checkpointer(where.parent if step_dir else (
       where / "checkpoints" if (where / "checkpoints").is_dir() else where), async_save=False)
   try:
+    steps = [int(where.name)] if step_dir else checkpoint.intact_steps(other.directory)
+    if steps:
+      other.check_params(steps[-1], abstract["params"], model)
     found = (int(where.name), *other.restore_step(int(where.name), abstract)) if step_dir else (
         other.restore_latest(abstract))
   finally:
