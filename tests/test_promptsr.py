@@ -196,13 +196,14 @@ def test_bfloat16_forward_stays_close_to_float32():
   fwd = lambda s, x: nnx.merge(graphdef, s)(x)
   to16 = lambda a: a.astype(jnp.bfloat16) if jnp.issubdtype(a.dtype, jnp.floating) else a
   state16, x16 = jax.tree.map(to16, state), jnp.asarray(x, jnp.bfloat16)
-  y16 = jax.jit(fwd)(state16, x16)
+  traced = jax.jit(fwd).trace(state16, x16)
+  y16 = traced.lower().compile()(state16, x16)
   assert y16.dtype == jnp.bfloat16
   err = np.asarray(y16, np.float32) - y32
   psnr = 10 * np.log10(np.ptp(y32) ** 2 / np.mean(err ** 2))
   assert psnr > 40, psnr
   table_rows = (2 * promptsr.VARIANTS["small"]["window_size"] - 1) ** 2
-  for eqn in _dots(jax.make_jaxpr(fwd)(state16, x16).jaxpr):
+  for eqn in _dots(traced.jaxpr.jaxpr):
     shapes, dtypes = [v.aval.shape for v in eqn.invars], [v.aval.dtype for v in eqn.invars]
     assert all(d == jnp.bfloat16 for d in dtypes) or shapes[0][0] == table_rows, (shapes, dtypes)
 

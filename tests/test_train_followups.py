@@ -76,19 +76,20 @@ def test_init_from_skip_keeps_the_mismatched_decoder_fresh(tmp_path):
     checkpoint.load_params(str(tmp_path / "x2"), sharding.abstract_like(fresh, repl), skip=skip)
 
 
-def test_x4_star_skip_covers_the_blocks_x2_lacks(tmp_path):
-  """x4_star (depth 4) from x2 (depth 3): the skip keeps upsample.0 and every group's 4th
-  block fresh; everything else loads strictly from the x2 checkpoint."""
-  mk = lambda upscale, depth, seed: nnx.to_pure_dict(nnx.state(models.create(
-      "promptsr", "small", rngs=nnx.Rngs(seed), upscale=upscale, depth=depth), nnx.Param))
-  x2 = jax.tree.map(np.asarray, mk(2, 3, seed=1))
-  orbax_io.write_params(tmp_path / "x2", x2)
-  fresh = jax.device_put(mk(4, 4, seed=0), sharding.replicated(sharding.make_mesh()))
+def test_x4_star_fine_tunes_from_x2_star(tmp_path):
+  """x4_star from x2_star (both depth 4, the paper's x2-then-fine-tune protocol for PromptSR*):
+  the skip keeps only upsample.0 fresh; everything else loads strictly from x2_star."""
+  mk = lambda upscale, seed: nnx.to_pure_dict(nnx.state(models.create(
+      "promptsr", "small", rngs=nnx.Rngs(seed), upscale=upscale, depth=4), nnx.Param))
+  x2 = jax.tree.map(np.asarray, mk(2, seed=1))
+  orbax_io.write_params(tmp_path / "x2_star", x2)
+  fresh = jax.device_put(mk(4, seed=0), sharding.replicated(sharding.make_mesh()))
   skip = promptsr.get_config("x4_star").init_from_skip
-  got = orbax_io.flatten(checkpoint.load_params(str(tmp_path / "x2"), fresh, skip=skip))
+  got = orbax_io.flatten(checkpoint.load_params(str(tmp_path / "x2_star"), fresh, skip=skip))
   flat_x2, flat_fresh = orbax_io.flatten(x2), orbax_io.flatten(fresh)
-  kept = sorted(k for k in got if k not in flat_x2 or flat_x2[k].shape != got[k].shape)
-  assert kept and all(k.startswith("upsample.0.") or ".blocks.3." in k for k in kept)
+  kept = sorted(k for k in got if flat_x2[k].shape != got[k].shape)
+  assert kept == ["upsample.0.bias", "upsample.0.kernel"]
+  assert any(".blocks.3." in k for k in got)
   for k, v in got.items():
     want = flat_fresh[k] if k in kept else flat_x2[k]
     np.testing.assert_array_equal(np.asarray(v), np.asarray(want))
