@@ -78,21 +78,21 @@ def test_init_from_skip_keeps_the_mismatched_decoder_fresh(tmp_path):
     weights.load(tmp_path / "x2", r, abstract, skip=skip)
 
 
-def test_x4_star_skip_covers_the_blocks_x2_lacks(tmp_path):
-  """x4_star (depth 4) from x2 (depth 3): the skip keeps upsample.0 and every group's 4th
-  block fresh; everything else loads strictly from the x2 checkpoint."""
-  mk = lambda upscale, depth, seed: jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(
-      models.create("promptsr", "small", rngs=nnx.Rngs(seed), upscale=upscale, depth=depth),
-      nnx.Param)))
-  x2 = mk(2, 3, seed=1)
-  checkpoint.write_params(tmp_path / "x2", x2, {})
-  fresh = mk(4, 4, seed=0)
+def test_x4_star_fine_tunes_from_x2_star(tmp_path):
+  """x4_star from x2_star (both depth 4, the paper's x2-then-fine-tune protocol for PromptSR*):
+  the skip keeps only upsample.0 fresh; everything else loads strictly from x2_star."""
+  mk = lambda upscale, seed: jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(models.create(
+      "promptsr", "small", rngs=nnx.Rngs(seed), upscale=upscale, depth=4), nnx.Param)))
+  x2 = mk(2, seed=1)
+  checkpoint.write_params(tmp_path / "x2_star", x2, {})
+  fresh = mk(4, seed=0)
   skip = promptsr.get_config("x4_star").init_from_skip
   r = weights.ref("promptsr", "small", {"upscale": 4, "depth": 4})
-  got = flatten(weights.load(tmp_path / "x2", r, fresh, skip=skip))
+  got = flatten(weights.load(tmp_path / "x2_star", r, fresh, skip=skip))
   flat_x2, flat_fresh = flatten(x2), flatten(fresh)
-  kept = sorted(k for k in got if k not in flat_x2 or flat_x2[k].shape != got[k].shape)
-  assert kept and all(k.startswith("upsample.0.") or ".blocks.3." in k for k in kept)
+  kept = sorted(k for k in got if flat_x2[k].shape != got[k].shape)
+  assert kept == ["upsample.0.bias", "upsample.0.kernel"]
+  assert any(".blocks.3." in k for k in got)
   for k, v in got.items():
     want = flat_fresh[k] if k in kept else flat_x2[k]
     np.testing.assert_array_equal(np.asarray(v), np.asarray(want))

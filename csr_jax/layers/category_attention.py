@@ -25,7 +25,8 @@ def category_attention(q, k, v, category, group_size: int, scale):
   """Attention of q over k/v restricted to same-sub-group tokens after sorting by `category`.
 
   q, k, v: [B, N, heads, dh]; category: [B, N] integer; scale: scalar (or broadcastable)
-  multiplier of the logits. Returns [B, N, heads, dh] in the original token order.
+  multiplier of the logits. Returns [B, N, heads, dh] in the original token order. Logits and
+  softmax are float32 for any input dtype (bf16 training); the output has v's dtype.
   """
   b, n, h, dh = q.shape
   gs = min(n, group_size)
@@ -39,11 +40,11 @@ def category_attention(q, k, v, category, group_size: int, scale):
     return t.reshape(b, ng, gs, h, dh).transpose(0, 1, 3, 2, 4)  # b, ng, h, gs, dh
 
   qs, ks, vs = sort_pad(q), sort_pad(k), sort_pad(v)
-  logits = jnp.einsum("bghid,bghjd->bghij", qs, ks) * scale
+  logits = jnp.einsum("bghid,bghjd->bghij", qs, ks, preferred_element_type=jnp.float32) * scale
   if pad:
     valid = (jnp.arange(ng * gs) < n).reshape(ng, gs)
     logits = jnp.where(valid[None, :, None, None, :], logits, -jnp.inf)
-  attn = jax.nn.softmax(logits, axis=-1)
+  attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   out = jnp.einsum("bghij,bghjd->bghid", attn, vs)
   out = out.transpose(0, 1, 3, 2, 4).reshape(b, ng * gs, h, dh)[:, :n]
   return jnp.take_along_axis(out, inverse[:, :, None, None], axis=1)

@@ -77,3 +77,39 @@ class WindowAttention(nnx.Module):
     attn = jax.nn.softmax(attn, axis=-1)
     out = (attn @ v).transpose(0, 2, 1, 3).reshape(b_, n, c)
     return self.proj(out)
+
+
+def log_relative_coords(ws: int) -> np.ndarray:
+  """Swin V2's continuous-position-bias input (GRL's `get_relative_coords_table_all`): the
+  (2ws-1)^2 relative offsets (dy, dx), rows in `relative_position_index` order, scaled to
+  +-8 and log-spaced: sign(t) log2(1 + |t|) / 3. A bias MLP on it has window-free weights."""
+  r = np.arange(-(ws - 1), ws, dtype=np.float64) * 8 / max(ws - 1, 1)
+  t = np.stack(np.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
+  return (np.sign(t) * np.log2(np.abs(t) + 1.0) / 3.0).astype(np.float32)
+
+
+_SHIFT_MASKS = {}
+
+
+def shifted_window_attention(qkv, ws: int, shift: int, bias):
+  """Swin (S)W-MSA core on projected tokens: qkv [B, H, W, 3, heads, dh] (H, W multiples of
+  ws) -> [B, H, W, heads * dh]. Cyclic shift by `shift` with HAT's mask; `bias` [heads, ws^2,
+  ws^2] is added to the q.k / sqrt(dh) logits. Logits and softmax run in float32 whatever the
+  input dtype (bf16 logits lose the small differences softmax amplifies); output in qkv's."""
+  b, h, w, _, nh, dh = qkv.shape
+  if shift:
+    qkv = jnp.roll(qkv, (-shift, -shift), axis=(1, 2))
+  win = window_partition(qkv.reshape(b, h, w, -1), ws).reshape(-1, ws * ws, 3, nh, dh)
+  logits = jnp.einsum("bihd,bjhd->bhij", win[:, :, 0], win[:, :, 1],
+                      preferred_element_type=jnp.float32) * dh ** -0.5
+  logits = logits + bias.astype(jnp.float32)[None]
+  if shift:
+    if (h, w, ws, shift) not in _SHIFT_MASKS:  # numpy, once per grid
+      _SHIFT_MASKS[h, w, ws, shift] = shift_attention_mask(h, w, ws, shift)
+    mask = jnp.asarray(_SHIFT_MASKS[h, w, ws, shift])
+    logits = (logits.reshape(-1, mask.shape[0], nh, ws * ws, ws * ws)
+              + mask[None, :, None]).reshape(logits.shape)
+  attn = jax.nn.softmax(logits, axis=-1).astype(qkv.dtype)
+  out = jnp.einsum("bhij,bjhd->bihd", attn, win[:, :, 2]).reshape(-1, ws, ws, nh * dh)
+  out = window_reverse(out, ws, h, w)
+  return jnp.roll(out, (shift, shift), axis=(1, 2)) if shift else out

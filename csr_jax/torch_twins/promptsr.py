@@ -1,9 +1,9 @@
 """PyTorch twin of csr_jax.models.promptsr (no official code exists; the layout is this project's).
 
-Module names and registration order define the state_dict that csr_jax.convert.promptsr emits;
-the numerics follow the JAX model step for step (stable category sort, masked padding keys,
-flip padding inside the attention, Q/K/V folded into the anchor side, mean shift).
-NCHW in, NCHW out.
+Module names and registration order define the state_dict that the JAX model's `torch_table`
+emits; the numerics follow the JAX model step for step (stable category sort, masked padding
+keys, flip padding inside the attention, Q/K/V folded into the anchor side, mean shift). Imports
+nothing from csr_jax.models. NCHW in, NCHW out.
 """
 
 import math
@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csr_jax.torch_twins.common import calculate_mask, calculate_rpi, window_partition, window_reverse
+from csr_jax.torch_twins.common import (calculate_mask, calculate_rpi, window_partition,
+                                       window_reverse)
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -40,14 +41,42 @@ def category_attention(q, k, v, category, group_size, scale):
   return torch.gather(out, 1, inverse[:, :, None, None].expand_as(out))
 
 
-class FFN(nn.Module):
-  def __init__(self, dim, hidden):
+class ConvFFN(nn.Module):
+  """ATD-light's ConvFFN on (b, h, w, c): fc1, GELU, h + GELU(dwconv(h)), fc2."""
+
+  def __init__(self, dim, hidden, kernel):
     super().__init__()
     self.fc1 = nn.Linear(dim, hidden)
+    self.dwconv = nn.Conv2d(hidden, hidden, kernel, 1, kernel // 2, groups=hidden)
     self.fc2 = nn.Linear(hidden, dim)
 
   def forward(self, x):
-    return self.fc2(F.gelu(self.fc1(x)))
+    h = F.gelu(self.fc1(x))
+    return self.fc2(h + F.gelu(self.dwconv(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)))
+
+
+def log_relative_coords(ws):
+  """Swin V2 / GRL log-spaced relative offsets ((2ws-1)^2, 2), rows in rpi order."""
+  r = torch.arange(-(ws - 1), ws, dtype=torch.float64) * 8 / max(ws - 1, 1)
+  t = torch.stack(torch.meshgrid([r, r], indexing="ij"), -1).reshape(-1, 2)
+  return (torch.sign(t) * torch.log2(t.abs() + 1.0) / 3.0).float()
+
+
+def window_attention(qkv, ws, shift, bias):
+  """(b, h, w, 3, heads, dh) -> (b, h, w, heads * dh): Swin (S)W-MSA with an additive bias."""
+  b, h, w, _, nh, dh = qkv.shape
+  if shift:
+    qkv = torch.roll(qkv, (-shift, -shift), dims=(1, 2))
+  win = window_partition(qkv.reshape(b, h, w, -1), ws).reshape(-1, ws * ws, 3, nh, dh)
+  q, k, v = (win[:, :, i].transpose(1, 2) for i in range(3))
+  attn = (q @ k.transpose(-2, -1)) * dh ** -0.5 + bias.unsqueeze(0)
+  if shift:
+    mask = calculate_mask(h, w, ws, shift).to(attn)
+    nw = mask.shape[0]
+    attn = (attn.view(-1, nw, nh, ws * ws, ws * ws) + mask[None, :, None]).view(attn.shape)
+  out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(-1, ws, ws, nh * dh)
+  out = window_reverse(out, ws, h, w)
+  return torch.roll(out, (shift, shift), dims=(1, 2)) if shift else out
 
 
 def flip_pad(x, m):
@@ -77,19 +106,19 @@ def from_regions(t, region, b, h, w):
 
 
 class GAPL(nn.Module):
-  def __init__(self, dim, anchor_down, down_groups, anchor_region, alpha, mlp_ratio):
+  def __init__(self, dim, anchor_down, anchor_region, alpha, mlp_ratio, ffn_kernel):
     super().__init__()
     self.d, self.region, self.alpha = anchor_down, anchor_region, alpha
     self.norm1 = nn.LayerNorm(dim)
     self.q = nn.Linear(dim, dim)
     self.k = nn.Linear(dim, dim)
     self.v = nn.Linear(dim, dim)
-    self.down = nn.Conv2d(dim, dim, anchor_down, stride=anchor_down, groups=down_groups)
+    self.down = nn.Conv2d(dim, dim, anchor_down + 1, anchor_down, anchor_down // 2, groups=dim)
     self.a = nn.Linear(dim, dim)
     self.kp = nn.Linear(dim, dim)
     self.vp = nn.Linear(dim, dim)
     self.norm2 = nn.LayerNorm(dim)
-    self.ffn = FFN(dim, int(dim * mlp_ratio))
+    self.ffn = ConvFFN(dim, int(dim * mlp_ratio), ffn_kernel)
 
   def forward(self, x, p_prev=None):  # x: b, h, w, c
     b, h, w, c = x.shape
@@ -119,50 +148,31 @@ class GAPL(nn.Module):
 
 
 class LPL(nn.Module):
-  def __init__(self, dim, attn_dim, num_heads, window_size, shift, category_size, mlp_ratio):
+  def __init__(self, dim, attn_dim, num_heads, window_size, shift, category_size, mlp_ratio,
+               ffn_kernel, pos_hidden):
     super().__init__()
     self.attn_dim, self.num_heads, self.ws, self.shift = attn_dim, num_heads, window_size, shift
     self.category_size = category_size
     self.win_heads = num_heads // 2
-    self.relative_position_bias_table = nn.Parameter(
-        torch.zeros((2 * window_size - 1) ** 2, self.win_heads))
     self.logit_scale = nn.Parameter(torch.full((1,), math.log(10.0)))
+    self.pos_mlp = nn.Sequential(nn.Linear(2, pos_hidden), nn.ReLU(),
+                                 nn.Linear(pos_hidden, self.win_heads, bias=False))
     self.norm1 = nn.LayerNorm(dim)
     self.qkv = nn.Linear(dim, 3 * attn_dim)
     self.proj = nn.Linear(attn_dim, dim)
     self.norm2 = nn.LayerNorm(dim)
-    self.ffn = FFN(dim, int(dim * mlp_ratio))
-    nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+    self.ffn = ConvFFN(dim, int(dim * mlp_ratio), ffn_kernel)
+    self.register_buffer("coords", log_relative_coords(window_size), persistent=False)
     self.register_buffer("rpi", calculate_rpi(window_size), persistent=False)
-
-  def window_attention(self, qkv):  # b, h, w, 3, hw, dh
-    b, h, w, _, hw, dh = qkv.shape
-    ws, s = self.ws, self.shift
-    qkv = flip_pad(qkv.reshape(b, h, w, -1), ws)
-    hp, wp = qkv.shape[1:3]
-    if s:
-      qkv = torch.roll(qkv, (-s, -s), dims=(1, 2))
-    win = window_partition(qkv, ws).reshape(-1, ws * ws, 3, hw, dh)
-    q, k, v = (win[:, :, i].transpose(1, 2) for i in range(3))
-    attn = (q * dh ** -0.5) @ k.transpose(-2, -1)
-    bias = self.relative_position_bias_table[self.rpi.view(-1)].view(ws * ws, ws * ws, hw)
-    attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
-    if s:
-      mask = calculate_mask(hp, wp, ws, s).to(attn)
-      nw = mask.shape[0]
-      attn = (attn.view(-1, nw, hw, ws * ws, ws * ws) + mask[None, :, None]).view(attn.shape)
-    out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(-1, ws, ws, hw * dh)
-    out = window_reverse(out, ws, hp, wp)
-    if s:
-      out = torch.roll(out, (s, s), dims=(1, 2))
-    return out[:, :h, :w]
 
   def forward(self, x, category):
     b, h, w, _ = x.shape
-    nh, hw = self.num_heads, self.win_heads
+    nh, hw, ws = self.num_heads, self.win_heads, self.ws
     dh = self.attn_dim // nh
     qkv = self.qkv(self.norm1(x)).reshape(b, h, w, 3, nh, dh)
-    x_win = self.window_attention(qkv[..., :hw, :])
+    table = 16 * torch.sigmoid(self.pos_mlp(self.coords))
+    bias = table[self.rpi.view(-1)].view(ws * ws, ws * ws, hw).permute(2, 0, 1)
+    x_win = window_attention(flip_pad(qkv[..., :hw, :], ws), ws, self.shift, bias)[:, :h, :w]
     qc = qkv[..., hw:, :].reshape(b, h * w, 3, nh - hw, dh)
     scale = torch.clamp(self.logit_scale[0], max=math.log(100.0)).exp()
     x_cat = category_attention(qc[:, :, 0], qc[:, :, 1], qc[:, :, 2], category,
@@ -173,12 +183,12 @@ class LPL(nn.Module):
 
 class CPB(nn.Module):
   def __init__(self, dim, attn_dim, num_heads, window_size, category_size, anchor_down,
-               down_groups, anchor_region, alpha, mlp_ratio):
+               anchor_region, alpha, mlp_ratio, ffn_kernel, pos_hidden):
     super().__init__()
-    self.gapl = GAPL(dim, anchor_down, down_groups, anchor_region, alpha, mlp_ratio)
-    self.lpl1 = LPL(dim, attn_dim, num_heads, window_size, 0, category_size, mlp_ratio)
-    self.lpl2 = LPL(dim, attn_dim, num_heads, window_size, window_size // 2, category_size,
-                    mlp_ratio)
+    self.gapl = GAPL(dim, anchor_down, anchor_region, alpha, mlp_ratio, ffn_kernel)
+    self.lpl1, self.lpl2 = (
+        LPL(dim, attn_dim, num_heads, window_size, shift, category_size, mlp_ratio, ffn_kernel,
+            pos_hidden) for shift in (0, window_size // 2))
 
   def forward(self, x, p_prev=None):
     x, p, cat_coarse, cat_fine = self.gapl(x, p_prev)
@@ -200,16 +210,16 @@ class ResidualGroup(nn.Module):
 
 class PromptSR(nn.Module):
   def __init__(self, *, embed_dim, num_groups, depth, num_heads, attn_dim, window_size,
-               category_size, anchor_down, down_groups, anchor_region, alpha, mlp_ratio, upscale,
-               in_chans=3):
+               category_size, anchor_down, anchor_region, alpha, mlp_ratio, upscale, ffn_kernel=7,
+               pos_hidden=512, in_chans=3):
     super().__init__()
     self.upscale = upscale
     self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
     self.layers = nn.ModuleList([
         ResidualGroup(embed_dim, depth, attn_dim=attn_dim, num_heads=num_heads,
                       window_size=window_size, category_size=category_size,
-                      anchor_down=anchor_down, down_groups=down_groups,
-                      anchor_region=anchor_region, alpha=alpha, mlp_ratio=mlp_ratio)
+                      anchor_down=anchor_down, anchor_region=anchor_region, alpha=alpha,
+                      mlp_ratio=mlp_ratio, ffn_kernel=ffn_kernel, pos_hidden=pos_hidden)
         for _ in range(num_groups)])
     self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
     self.upsample = nn.Sequential(nn.Conv2d(embed_dim, in_chans * upscale ** 2, 3, 1, 1),
