@@ -49,11 +49,11 @@ def get_config(arg=None):
     c.init_from_skip = r"^upsample\.0\."  # the x2 decoder conv (3*4 outputs) does not fit
   else:
     raise KeyError(f"configs/promptsr.py: unknown variant {a.variant!r} "
-                   f"({', '.join(['x2'] + list(_SCALES))})")
+                   f"({', '.join(_SCALES)})")
 
   if a.demo:
     c.data.scale = 4
-    c.init_from, c.init_from_skip = "", ""
+    c.init_from, c.init_from_skip, c.require_init_from = "", "", False
     config_lib.shrink(c, variant="small", steps=400, patch=32)
 
   return config_lib.apply_args(c, a)
