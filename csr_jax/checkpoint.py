@@ -75,23 +75,15 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     return out["state"], dict(out["data"])
 
-  def check_params(self, step: int, abstract_params: dict, model: str) -> None:
-    """A one-line error when `step` holds parameters of another shape than the model the
-    config builds (another variant or family), naming both, before Orbax is asked."""
-    from csr_jax.convert import core
+  def param_shapes(self, step: int) -> tuple[dict | None, dict]:
+    """({'a.0.kernel': ShapeDtypeStruct} of the params stored at `step`, or None when its metadata is
+    unreadable; the model meta it records)."""
     step_dir = self.directory / str(step)
     tree = _tree_metadata(step_dir / "state")
     if not isinstance(tree, dict) or not isinstance(tree.get("params"), dict):
-      return  # damaged: restore_latest reports it and falls back
-    try:
-      core.match_flat(flatten(abstract_params), flatten(tree["params"]), source="")
-    except core.ConversionError as exc:
-      meta = _step_meta(step_dir)
-      raise ValueError(
-          f"{paths.display(step_dir)}: holds {meta.get('name')} {meta.get('variant')} "
-          f"parameters, not those of the configured {model} (start another --workdir, or "
-          f"use --config.init_from to start from these weights); "
-          f"{str(exc).split('; ', 1)[-1]}") from None
+      return None, {}
+    return ({k: jax.ShapeDtypeStruct(tuple(v.shape), v.dtype)
+             for k, v in flatten(tree["params"]).items()}, _step_meta(step_dir))
 
   def restore_latest(self, abstract_state: dict):
     """(step, state, data) of the newest intact step that restores; None when there is none.

@@ -22,6 +22,8 @@ from csr_jax import report
 from csr_jax import sharding
 from csr_jax import step as step_lib
 from csr_jax import weights
+from csr_jax.convert import core
+from csr_jax.tree import flatten
 from csr_jax.data import pipeline
 from csr_jax.family import Evaluation, Inference
 
@@ -67,12 +69,29 @@ def _initial_state(config, r, tx, mesh):
                  out_shardings=sharding.replicated(mesh))(params)
 
 
+def _check_params(ckpt, step: int, abstract_params: dict, model: str) -> None:
+  """A one-line error when `step` holds parameters of another shape than the configured
+  model (another variant or family), naming both, before Orbax is asked; a step whose
+  metadata is damaged is left to `restore_latest`, which falls back."""
+  shapes, meta = ckpt.param_shapes(step)
+  if shapes is None:
+    return
+  try:
+    core.match_flat(flatten(abstract_params), shapes, source="")
+  except core.ConversionError as exc:
+    where = paths.display(ckpt.directory / str(step))
+    raise ValueError(
+        f"{where}: holds {meta.get('name')} {meta.get('variant')} parameters, not those of the "
+        f"configured {model} (start another --workdir, or use --config.init_from to start from "
+        f"these weights); {str(exc).split('; ', 1)[-1]}") from None
+
+
 def _restore(config, ckpt, abstract):
   """(step, state, data position) to resume from: workdir > config.resume; None: start."""
   model = f"{config.model.name} {config.model.variant}"
   steps = checkpoint.intact_steps(ckpt.directory)
   if steps:
-    ckpt.check_params(steps[-1], abstract["params"], model)
+    _check_params(ckpt, steps[-1], abstract["params"], model)
   found = ckpt.restore_latest(abstract)
   if found is not None:
     logging.info("resuming from %s step %d", paths.display(ckpt.directory), found[0])
@@ -86,7 +105,7 @@ def _restore(config, ckpt, abstract):
   try:
     steps = [int(where.name)] if step_dir else checkpoint.intact_steps(other.directory)
     if steps:
-      other.check_params(steps[-1], abstract["params"], model)
+      _check_params(other, steps[-1], abstract["params"], model)
     found = (int(where.name), *other.restore_step(int(where.name), abstract)) if step_dir else (
         other.restore_latest(abstract))
   finally:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from csr_jax import convert, models
-from csr_jax.convert import orbax_io
+from csr_jax import checkpoint
 from csr_jax.convert.__main__ import main as cli
 from csr_jax.convert.core import ConversionError
 from csr_jax.models import ucip as jax_ucip
@@ -264,7 +264,8 @@ def test_cli_round_trip_through_orbax_and_pth(small, small_pth, tmp_path, capsys
   out_dir = tmp_path / "params"
   assert cli(["import", "--model", "ucip", "--variant", "small", "--pth", str(small_pth),
               "--out", str(out_dir)]) == 0
-  flat = orbax_io.read_params(out_dir)
+  flat, meta = checkpoint.read_params(out_dir)
+  assert (meta["name"], meta["variant"]) == ("ucip", "small")
   want = flat_numpy(small)
   assert sorted(flat) == sorted(want)
   np.testing.assert_array_equal(flat["prompts.1.prompt"], want["prompts.1.prompt"])
