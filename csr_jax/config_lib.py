@@ -109,6 +109,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.augment = True
   c.data.online_jpeg = ()  # (q_min, q_max): re-JPEG the clean LR per sample (PromptCIR stage 2)
   c.data.demo = False
+  # Local copies of the shards (sha256-verified against the manifest) for data on object
+  # stores: '' reads the shards where they are.
+  c.data.cache_dir = ""
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"

@@ -111,7 +111,7 @@ def ssim(img1, img2, crop_border: int = 0, y_channel: bool = False) -> float:
   return float(np.mean([_ssim_channel(a[..., c], b[..., c]) for c in range(a.shape[-1])]))
 
 
-def blocking_effect_factor(x: np.ndarray, block: int = 8, counts: str = "exact") -> float:
+def blocking_effect_factor(x: np.ndarray, block: int = 8, counts: str = "kair") -> float:
   """BEF of one HW channel (Yim & Bovik 2011, eq. 6-9), on the scale of `x`.
 
   `counts='exact'` divides by the number of pixel pairs actually summed; `'kair'` uses the
@@ -141,10 +141,13 @@ def blocking_effect_factor(x: np.ndarray, block: int = 8, counts: str = "exact")
 
 
 def psnr_b(img1, img2, crop_border: int = 0, y_channel: bool = False,
-           counts: str = "exact") -> float:
+           counts: str = "kair") -> float:
   """PSNR-B (Yim & Bovik 2011): PSNR with MSE + BEF of `img1` (the restored/decoded image).
 
-  8x8 blocks; the mean over channels for RGB (as KAIR does), usually taken on Y.
+  8x8 blocks; the mean over channels for RGB. The boundary counts are KAIR's
+  (`calculate_psnrb` in util_calculate_psnr_ssim.py, which the official UCIP and PromptCIR
+  repositories ship): N_HB = H (W // 8 - 1), floor division, also for sides that are not
+  multiples of 8; `counts='exact'` counts the pixel pairs actually summed instead.
   """
   a, b = _prepare(img1, img2, crop_border, y_channel)
   vals = []

@@ -54,12 +54,63 @@ def local_dir(path, prefix: str = "csr_jax-") -> str:
 
 def copy_tree(src: str, dst) -> None:
   """Copies the files under local `src` to `dst` (local or URL), overwriting."""
-  src, dst = resolve(src), resolve(dst)
-  for f in src.rglob("*"):
-    if f.is_file():
-      target = dst / os.path.relpath(os.fspath(f), os.fspath(src))
+  dst = resolve(dst)
+  for folder, _, files in os.walk(os.fspath(resolve(src))):
+    rel = os.path.relpath(folder, os.fspath(resolve(src)))
+    for name in files:
+      target = dst / name if rel == "." else dst / rel / name
       target.parent.mkdir(parents=True, exist_ok=True)
-      target.write_bytes(f.read_bytes())
+      target.write_bytes(resolve(os.path.join(folder, name)).read_bytes())
+
+
+class Reader:
+  """Positioned reads of one file (`seek`/`read`, what `records.read_record_at` needs), safe to
+  share between threads (Grain reads in several): `os.pread` on a local file, a per-thread
+  epath handle on object stores. Opened lazily, so it can be pickled into worker processes."""
+
+  def __init__(self, path):
+    self.path = resolve(path)
+    self._fd, self._handles, self.pos = None, {}, 0
+
+  def __getstate__(self):
+    return {"path": self.path, "_fd": None, "_handles": {}, "pos": 0}
+
+  def pread(self, n: int, offset: int) -> bytes:
+    if not is_url(self.path):
+      if self._fd is None:
+        self._fd = os.open(os.fspath(self.path), os.O_RDONLY)
+      return os.pread(self._fd, n, offset)
+    import threading
+    f = self._handles.get(threading.get_ident())
+    if f is None:
+      f = self._handles[threading.get_ident()] = self.path.open("rb")
+    f.seek(offset)
+    return f.read(n)
+
+  def at(self, offset: int) -> "_Cursor":
+    return _Cursor(self, offset)
+
+  def close(self) -> None:
+    if self._fd is not None:
+      os.close(self._fd)
+    for f in self._handles.values():
+      f.close()
+    self._fd, self._handles = None, {}
+
+
+class _Cursor:
+  """A file-like view (seek/read) over a Reader for one record read."""
+
+  def __init__(self, reader: Reader, pos: int):
+    self.reader, self.pos = reader, pos
+
+  def seek(self, pos: int) -> None:
+    self.pos = pos
+
+  def read(self, n: int) -> bytes:
+    data = self.reader.pread(n, self.pos)
+    self.pos += len(data)
+    return data
 
 
 def relpath(path, start) -> str:

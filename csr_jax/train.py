@@ -25,6 +25,7 @@ from csr_jax import weights
 from csr_jax.convert import core
 from csr_jax.tree import flatten
 from csr_jax.data import pipeline
+from csr_jax.data import source
 from csr_jax.family import Evaluation, Inference
 
 EARLY_STOP_FILE = "early_stopped.json"
@@ -46,8 +47,10 @@ def protocols(config, spec) -> tuple[Inference, Evaluation]:
   return inference.check_protocol(inf), e
 
 
-def _datasets(directory, name, split) -> dict:
-  return report.find_datasets(directory, name or None, split)
+def _datasets(config, directory, name, split) -> dict:
+  found = report.find_datasets(directory, name or None, split)
+  cache = config.data.get("cache_dir")
+  return {k: source.cache_shards(v, cache) for k, v in found.items()} if cache else found
 
 
 def _place(tree, mesh):
@@ -159,8 +162,8 @@ def train_and_evaluate(config, workdir, hooks=None) -> tuple[dict, dict]:
   if config.data.get("demo") and not config.data.train_dir:
     from csr_jax import demo_data
     demo_data.setup(config, workdir / "data")
-  train_sets = _datasets(config.data.train_dir, config.data.get("train_name"), "train")
-  eval_sets = (_datasets(config.data.eval_dir, config.data.get("eval_name"),
+  train_sets = _datasets(config, config.data.train_dir, config.data.get("train_name"), "train")
+  eval_sets = (_datasets(config, config.data.eval_dir, config.data.get("eval_name"),
                          config.data.get("eval_split", "test"))
                if config.data.get("eval_dir") else {})
 

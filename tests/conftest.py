@@ -52,8 +52,9 @@ def run_module(args, cwd, *, env=None, timeout=900, check=True) -> subprocess.Co
   res = subprocess.run([sys.executable, "-m", *map(str, args)], cwd=cwd, env=full_env,
                        capture_output=True, text=True, timeout=timeout)
   if check and res.returncode != 0:
-    raise AssertionError(f"python -m {' '.join(map(str, args))} failed ({res.returncode}):\n"
-                         f"{res.stderr[-4000:]}")
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    raise AssertionError(f"python -m {' '.join(map(str, args))} failed ({res.returncode}): "
+                         f"{errors}\n{res.stderr[-4000:]}")
   return res
 
 

@@ -6,6 +6,7 @@ import io
 import jax
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -105,7 +106,7 @@ def _psnr_b_loop(test, ref, kair_counts=False):
 def test_psnr_b_matches_loop_formula(shape):
   hr = _crop(h=shape[0], w=shape[1])
   lq = _jpeg(hr, 10)
-  got = metrics.psnr_b(lq, hr, y_channel=True)
+  got = metrics.psnr_b(lq, hr, y_channel=True, counts="exact")
   assert got == pytest.approx(_psnr_b_loop(lq, hr), abs=1e-6)
   kair = metrics.psnr_b(lq, hr, y_channel=True, counts="kair")
   assert kair == pytest.approx(_psnr_b_loop(lq, hr, kair_counts=True), abs=1e-6)
@@ -113,6 +114,44 @@ def test_psnr_b_matches_loop_formula(shape):
     assert kair == pytest.approx(got, abs=1e-12)
   else:
     assert kair != pytest.approx(got, abs=1e-6)
+
+
+def _kair_psnrb(img1, img2, y_channel):
+  """A transcription of `calculate_psnrb` in KAIR's / the official UCIP and PromptCIR
+  repositories' util_calculate_psnr_ssim.py (torch, [0, 1] scale, BEF of img1)."""
+  def bef(im):
+    bh, bv = torch.arange(7, im.shape[3] - 1, 8), torch.arange(7, im.shape[2] - 1, 8)
+    nh = np.setdiff1d(torch.arange(0, im.shape[3] - 1), bh)
+    nv = np.setdiff1d(torch.arange(0, im.shape[2] - 1), bv)
+    hb = ((im[:, :, :, bh] - im[:, :, :, bh + 1]) ** 2).sum()
+    vb = ((im[:, :, bv, :] - im[:, :, bv + 1, :]) ** 2).sum()
+    hn = ((im[:, :, :, nh] - im[:, :, :, nh + 1]) ** 2).sum()
+    vn = ((im[:, :, nv, :] - im[:, :, nv + 1, :]) ** 2).sum()
+    n_bh, n_bv = im.shape[2] * (im.shape[3] // 8 - 1), im.shape[3] * (im.shape[2] // 8 - 1)
+    n_nh, n_nv = im.shape[2] * (im.shape[3] - 1) - n_bh, im.shape[3] * (im.shape[2] - 1) - n_bv
+    b, n = (hb + vb) / (n_bh + n_bv), (hn + vn) / (n_nh + n_nv)
+    scaler = np.log2(8) / np.log2(min(im.shape[2], im.shape[3]))
+    return scaler * (b - n) if b > n else 0.0
+  a, b = img1.astype(np.float64), img2.astype(np.float64)
+  if y_channel:
+    a, b = metrics.rgb_to_y(img1)[..., None], metrics.rgb_to_y(img2)[..., None]
+  a = torch.from_numpy(a).permute(2, 0, 1)[None] / 255.0
+  b = torch.from_numpy(b).permute(2, 0, 1)[None] / 255.0
+  total = 0.0
+  for c in range(a.shape[1]):
+    mse = float(((a[:, c:c + 1] - b[:, c:c + 1]) ** 2).mean())
+    total += 10 * np.log10(1 / (mse + float(bef(a[:, c:c + 1]))))
+  return total / a.shape[1]
+
+
+@pytest.mark.parametrize("y_channel", [False, True])
+def test_psnr_b_follows_kair_on_sides_not_multiples_of_8(y_channel):
+  hr = _crop("kodim05", h=44, w=58, top=120, left=200)
+  lq = _jpeg(hr, 10)
+  want = _kair_psnrb(lq, hr, y_channel)
+  assert metrics.psnr_b(lq, hr, y_channel=y_channel) == pytest.approx(want, abs=1e-9)
+  assert metrics.psnr_b(lq, hr, y_channel=y_channel, counts="exact") != pytest.approx(want,
+                                                                                      abs=1e-4)
 
 
 def test_psnr_b_properties():

@@ -81,14 +81,16 @@ def write_index(records: list[tuple[int, int]], path: str) -> None:
     f.writelines(f"{o} {n}\n" for o, n in records)
 
 
-def read_index(path: str) -> list[tuple[int, int]]:
-  """(offset, length) per record of a `.idx` sidecar; RecordError (one line, naming the file)
-  unless every line is two integers describing contiguous records from offset 0."""
+def read_index(path) -> list[tuple[int, int]]:
+  """(offset, length) per record of a `.idx` sidecar (local or a URL); RecordError (one line,
+  naming the file) unless every line is two integers describing contiguous records from 0."""
+  from csr_jax import paths
   try:
-    with open(path, "rb") as f:
-      text = f.read().decode("ascii")
+    data = paths.resolve(path).read_bytes()
   except OSError as e:
-    raise RecordError(f"{path}: cannot read the index ({e.strerror})") from None
+    raise RecordError(f"{path}: cannot read the index ({e.strerror or e})") from None
+  try:
+    text = data.decode("ascii")
   except UnicodeDecodeError as e:
     raise RecordError(f"{path}: not a text index (byte {e.start} is {e.object[e.start]:#04x})"
                       ) from None

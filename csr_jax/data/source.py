@@ -14,6 +14,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from csr_jax import paths
 from csr_jax.data import records
 
 IMAGE_KEYS = {"hr": "hr_png", "lr": "lr_png", "lr_clean": "lr_clean_png"}
@@ -25,62 +26,56 @@ class ManifestError(ValueError):
   """A prep output whose manifest and shard files disagree; the message names the file."""
 
 
-def read_manifest(path: str) -> dict:
+def read_manifest(path) -> dict:
   """The manifest as a dict with its `name`, `split` and `shards` checked (ManifestError)."""
+  path = paths.resolve(path)
   try:
-    with open(path, "rb") as f:
-      m = json.loads(f.read())
+    m = json.loads(path.read_bytes())
   except OSError as e:
-    raise ManifestError(f"{path}: cannot read ({e.strerror})") from None
+    raise ManifestError(f"{path}: cannot read ({e.strerror or e})") from None
   except ValueError as e:
     raise ManifestError(f"{path}: not JSON ({str(e).splitlines()[0]})") from None
   if not isinstance(m, dict) or not all(k in m for k in ("name", "split", "shards")):
     raise ManifestError(f"{path}: not a data_prep manifest (needs name, split, shards)")
   for s in m["shards"]:
     file = s.get("file") if isinstance(s, dict) else None
-    if not isinstance(file, str) or os.path.basename(file) != file:
+    if not isinstance(file, str) or "/" in file or file in ("", ".", ".."):
       raise ManifestError(f"{path}: bad shard entry {s!r}")
   return m
 
 
-def _manifest_shards(path: str) -> list[str]:
+def _manifest_shards(path) -> list[str]:
   """Shard paths a manifest lists, after checking them against the folder's shard files."""
   m = read_manifest(path)
-  folder = os.path.dirname(path)
+  folder = paths.resolve(path).parent
   listed = [s["file"] for s in m["shards"]]
-  known = set(listed)
+  present = {f.name for f in folder.iterdir()}
   for f in listed:
-    if not os.path.isfile(os.path.join(folder, f)):
+    if f not in present:
       raise ManifestError(f"{path}: lists shard {f}, which is missing")
-  extra = sorted(f for f in os.listdir(folder)
-                 if records.SHARD_RE.fullmatch(f) and f not in known)
+  extra = sorted(f for f in present if records.SHARD_RE.fullmatch(f) and f not in set(listed))
   if extra:
-    raise ManifestError(f"{os.path.join(folder, extra[0])}: shard not in {path} (stale, from "
-                        "another run?); remove it or re-run the prep step into a new folder")
-  return [os.path.join(folder, f) for f in listed]
+    raise ManifestError(f"{folder / extra[0]}: shard not in {path} (stale, from another "
+                        "run?); remove it or re-run the prep step into a new folder")
+  return [str(folder / f) for f in listed]
 
 
-def find_shards(data_dir: str, name: str | None = None,
+def find_shards(data_dir, name: str | None = None,
                 split: str | None = None) -> dict[str, list[str]]:
   """{dataset name: shard paths} from the `manifest.json` in `data_dir`, or from those one
-  folder down when `data_dir` holds several prep outputs; `name`/`split` filter them.
+  folder down when `data_dir` holds several prep outputs; `name`/`split` filter them. Local
+  folders and URLs (gs://...) alike.
 
-  Datasets of the same name in several manifests are concatenated in folder order (symlinked
-  folders count once). A manifest
+  Datasets of the same name in several manifests are concatenated in folder order. A manifest
   that lists a missing shard, or a shard file beside it that it does not list, is a
   ManifestError naming the file; no manifest at all is a FileNotFoundError.
   """
-  data_dir = os.path.expanduser(str(data_dir))
-  top = os.path.join(data_dir, MANIFEST)
-  if os.path.isfile(top):
-    manifests = [top]
-  elif os.path.isdir(data_dir):
-    found = {}  # one entry per real folder: a symlink to a sibling would read it twice
-    for d in sorted(os.listdir(data_dir)):
-      path = os.path.join(data_dir, d, MANIFEST)
-      if os.path.isfile(path):
-        found.setdefault(os.path.realpath(path), path)
-    manifests = list(found.values())
+  data_dir = paths.resolve(data_dir)
+  if (data_dir / MANIFEST).exists():
+    manifests = [data_dir / MANIFEST]
+  elif data_dir.is_dir():
+    manifests = [d / MANIFEST for d in sorted(data_dir.iterdir(), key=lambda p: p.name)
+                 if (d / MANIFEST).exists()]
   else:
     raise FileNotFoundError(f"{data_dir}: no such folder")
   if not manifests:
@@ -98,65 +93,79 @@ def find_shards(data_dir: str, name: str | None = None,
   return out
 
 
+def cache_shards(shards: list[str], cache_dir) -> list[str]:
+  """Local copies of `shards` (and their `.idx`) under `cache_dir`, each verified against the
+  sha256 its manifest records; a copy that already verifies is reused. For data on object
+  stores that random access would make slow: copy once per host, then read locally."""
+  import hashlib
+  cache_dir = paths.resolve(cache_dir)
+  out = []
+  for shard in shards:
+    shard = paths.resolve(shard)
+    entry = {s["file"]: s for s in read_manifest(shard.parent / MANIFEST)["shards"]}[shard.name]
+    key = hashlib.sha256(str(shard.parent).encode()).hexdigest()[:16]
+    local = cache_dir / key / shard.name
+    if not (local.exists() and _sha256(local) == entry["sha256"]):
+      local.parent.mkdir(parents=True, exist_ok=True)
+      for src, dst in ((shard, local), (paths.resolve(f"{shard}.idx"), paths.resolve(f"{local}.idx"))):
+        tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
+        tmp.write_bytes(src.read_bytes())
+        tmp.replace(dst)
+      if _sha256(local) != entry["sha256"]:
+        raise ManifestError(f"{shard}: its copy in {local.parent} does not match the sha256 in "
+                            f"{shard.parent / MANIFEST}")
+    out.append(str(local))
+  return out
+
+
+def _sha256(path) -> str:
+  import hashlib
+  h = hashlib.sha256()
+  with paths.resolve(path).open("rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
 class TFRecordSource:
-  """`grain.sources.RandomAccessDataSource` over TFRecord shards with `.idx` sidecars.
+  """`grain.sources.RandomAccessDataSource` over TFRecord shards with `.idx` sidecars, local or
+  on object stores (`paths.Reader`: positioned reads, CRC-checked).
 
   `__getitem__` returns the serialized tf.train.Example bytes; decoding happens in a map so it
   runs in the Grain workers.
   """
 
-  def __init__(self, paths: list[str], check_crc: bool = True):
-    if not paths:
+  def __init__(self, shard_paths: list[str], check_crc: bool = True):
+    if not shard_paths:
       raise ValueError("TFRecordSource needs at least one shard")
-    self._paths = list(paths)
+    self._paths = [str(p) for p in shard_paths]
     self._check_crc = check_crc
     self._index = []  # (shard number, offset) per record
     for i, p in enumerate(self._paths):
-      idx = p + ".idx"
-      if not os.path.isfile(idx):
+      idx = paths.resolve(p + ".idx")
+      if not idx.exists():
         raise FileNotFoundError(f"{idx}: missing index sidecar of shard {p}")
       entries = records.read_index(idx)
-      end, size = sum(n for _, n in entries), os.path.getsize(p)
+      end, size = sum(n for _, n in entries), paths.resolve(p).stat().length
       if end != size:
         raise records.RecordError(f"{idx}: indexes {end} bytes but the shard has {size}")
       self._index.extend((i, off) for off, _ in entries)
-    self._files = {}
+    self._readers = [paths.Reader(p) for p in self._paths]
 
   def __len__(self) -> int:
     return len(self._index)
 
   def __getitem__(self, i: int) -> bytes:
     shard, offset = self._index[i]
-    fd = self._files.get(shard)
-    if fd is None:
-      fd = self._files[shard] = os.open(self._paths[shard], os.O_RDONLY)
-    return records.read_record_at(_PRead(fd), offset, self._paths[shard], self._check_crc)
-
-  def __getstate__(self):
-    return {k: v for k, v in self.__dict__.items() if k != "_files"} | {"_files": {}}
+    return records.read_record_at(self._readers[shard].at(offset), offset, self._paths[shard],
+                                  self._check_crc)
 
   def __repr__(self) -> str:
     return f"TFRecordSource({len(self._paths)} shards, {len(self)} records, first={self._paths[0]})"
 
   def close(self) -> None:
-    for fd in self._files.values():
-      os.close(fd)
-    self._files = {}
-
-
-class _PRead:
-  """seek/read over a shared descriptor with `os.pread`: Grain reads from several threads."""
-
-  def __init__(self, fd: int):
-    self.fd, self.pos = fd, 0
-
-  def seek(self, pos: int) -> None:
-    self.pos = pos
-
-  def read(self, n: int) -> bytes:
-    data = os.pread(self.fd, n, self.pos)
-    self.pos += len(data)
-    return data
+    for r in self._readers:
+      r.close()
 
 
 def decode_png(data: bytes) -> np.ndarray:
