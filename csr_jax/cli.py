@@ -47,7 +47,8 @@ def setup_compile_cache(directory: str) -> None:
   from jax import monitoring
   if directory == "off":
     return
-  directory = os.path.expanduser(directory)
+  from csr_jax import paths
+  directory = str(paths.resolve(directory))
   jax.config.update("jax_compilation_cache_dir", directory)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
