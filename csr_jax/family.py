@@ -114,4 +114,5 @@ def task_id(table: Mapping[str, int], codec: str, *, where: str = "") -> int:
     if fnmatch.fnmatchcase(codec, pattern):
       return int(tid)
   raise KeyError(f"{where + ': ' if where else ''}codec {codec!r} has no prompt in this "
-                 f"model's task table {dict(table)}")
+                 f"model's task table {dict(table)} (extend config.model.task_ids, or use "
+                 "a blind model)")

@@ -14,6 +14,7 @@ from absl import logging
 
 from csr_jax import checkpoint
 from csr_jax import evaluate
+from csr_jax import family
 from csr_jax import inference
 from csr_jax import logging_utils
 from csr_jax import optim
@@ -47,10 +48,25 @@ def protocols(config, spec) -> tuple[Inference, Evaluation]:
   return inference.check_protocol(inf), e
 
 
-def _datasets(config, directory, name, split) -> dict:
+def _datasets(config, directory, name, split, r=None) -> dict:
+  """{name: shard paths} of a prepared folder (codecs checked against the model's table when
+  `r` is given), through the local cache when `config.data.cache_dir` is set."""
   found = report.find_datasets(directory, name or None, split)
+  if r is not None:
+    _check_codecs(r, found)
   cache = config.data.get("cache_dir")
   return {k: source.cache_shards(v, cache) for k, v in found.items()} if cache else found
+
+
+def _check_codecs(r, datasets: dict) -> None:
+  """Every codec the training shards hold has a prompt in the model's table: a one-line error
+  naming the codec before anything is built, never a wrong prompt."""
+  if r.task_ids is None:
+    return
+  for shards in datasets.values():
+    manifest = paths.resolve(shards[0]).parent / source.MANIFEST
+    for g in source.read_manifest(manifest).get("grid", ()):
+      family.task_id(r.task_ids, g["codec"], where=paths.display(manifest))
 
 
 def _place(tree, mesh):
@@ -162,7 +178,8 @@ def train_and_evaluate(config, workdir, hooks=None) -> tuple[dict, dict]:
   if config.data.get("demo") and not config.data.train_dir:
     from csr_jax import demo_data
     demo_data.setup(config, workdir / "data")
-  train_sets = _datasets(config, config.data.train_dir, config.data.get("train_name"), "train")
+  train_sets = _datasets(config, config.data.train_dir, config.data.get("train_name"), "train",
+                         r)
   eval_sets = (_datasets(config, config.data.eval_dir, config.data.get("eval_name"),
                          config.data.get("eval_split", "test"))
                if config.data.get("eval_dir") else {})

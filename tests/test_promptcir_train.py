@@ -47,8 +47,16 @@ def test_paper_settings():
 
 def test_stage1_then_stage2_two_steps(tmp_path):
   data = write_jpeg_shards(tmp_path / "data")
-  state1, _ = train.train_and_evaluate(small_config("stage1", data), str(tmp_path / "s1"))
+  cfg1 = small_config("stage1", data)
+  cfg1.data.eval_dir = str(write_shards(tmp_path / "eval", kodak_crops(("kodim05",), 44),
+                                        scale=1, codec="jpeg:10"))
+  cfg1.eval_every = 2
+  state1, last = train.train_and_evaluate(cfg1, str(tmp_path / "s1"))
   assert int(state1["step"]) == 2
+  # Validated as the paper scores it: RGB PSNR / SSIM / PSNR-B (and the best checkpoint by
+  # RGB PSNR), after the official flip padding of the 44x44 image to 64x64.
+  assert {"psnr", "ssim", "psnr_b"} <= set(last) and "psnr_b_y" not in last
+  assert last["psnr_b"] <= last["psnr"]
   assert checkpoint.intact_steps(tmp_path / "s1" / "checkpoints")[-1] == 2
 
   cfg2 = small_config("stage2", data)
