@@ -26,7 +26,7 @@ from flax import nnx
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from csr_jax import models  # pylint: disable=wrong-import-position
-from csr_jax.convert.core import flat_params  # pylint: disable=wrong-import-position
+from csr_jax.conversion import flat_params  # pylint: disable=wrong-import-position
 from tests.conftest import kodak_crop  # pylint: disable=wrong-import-position
 # Compile times must be real: tests.conftest turns on a persistent XLA cache.
 jax.config.update("jax_enable_compilation_cache", False)

@@ -57,7 +57,7 @@ class FamilySpec:
   """Everything generic code needs to know about one family (see the module docstring).
 
   - `variants`: name -> constructor keywords of `build(**kw, rngs=...)`.
-  - `torch_table(model)`: the conversion name table (`csr_jax.convert.core.Entry` list) in
+  - `torch_table(model)`: the conversion name table (`csr_jax.conversion.Entry` list) in
     the PyTorch state_dict order.
   - `task_ids`: codec name pattern (fnmatch) -> prompt id, in the paper's order; None when the
     model takes no task id. A checkpoint may carry its own table (`config.model.task_ids`).

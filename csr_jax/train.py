@@ -23,7 +23,7 @@ from csr_jax import report
 from csr_jax import sharding
 from csr_jax import step as step_lib
 from csr_jax import weights
-from csr_jax.convert import core
+from csr_jax import conversion
 from csr_jax.tree import flatten
 from csr_jax.data import pipeline
 from csr_jax.data import source
@@ -96,8 +96,8 @@ def _check_params(ckpt, step: int, abstract_params: dict, model: str) -> None:
   if shapes is None:
     return
   try:
-    core.match_flat(flatten(abstract_params), shapes, source="")
-  except core.ConversionError as exc:
+    conversion.match_flat(flatten(abstract_params), shapes, source="")
+  except conversion.ConversionError as exc:
     where = paths.display(ckpt.directory / str(step))
     raise ValueError(
         f"{where}: holds {meta.get('name')} {meta.get('variant')} parameters, not those of the "

@@ -18,7 +18,7 @@ from flax import nnx
 from csr_jax import checkpoint
 from csr_jax import models
 from csr_jax import paths
-from csr_jax.convert import core
+from csr_jax import conversion
 from csr_jax.family import FamilySpec
 from csr_jax.tree import flatten
 
@@ -98,12 +98,12 @@ def load(source, r: ModelRef, target: dict, *, item: str = "params",
   where = paths.resolve(source)
   if where.is_file():
     graphdef, rest, _ = abstract(r)
-    flat = core.flat_from_torch(r.spec.torch_table(merge(graphdef, rest, target)),
-                                _shapes(target), core.load_torch_file(where),
+    flat = conversion.flat_from_torch(r.spec.torch_table(merge(graphdef, rest, target)),
+                                _shapes(target), conversion.load_torch_file(where),
                                 source=paths.display(where))
   else:
     flat, _ = checkpoint.read_params(where, item)
-  return core.load_flat_params(target, flat, source=f"{paths.display(where)} ({item})",
+  return conversion.load_flat_params(target, flat, source=f"{paths.display(where)} ({item})",
                                skip=skip)
 
 
@@ -126,7 +126,7 @@ def load_module(make, state_dict, table_fn, source: str = "state_dict"):
   without a random init (block-level parity tests use it)."""
   graphdef, params, rest = nnx.split(nnx.eval_shape(make), nnx.Param, ...)
   target = nnx.to_pure_dict(params)
-  flat = core.flat_from_torch(table_fn(merge(graphdef, rest, target)), _shapes(target),
+  flat = conversion.flat_from_torch(table_fn(merge(graphdef, rest, target)), _shapes(target),
                               state_dict, source)
   return merge(graphdef, rest, jax.tree.map(jax.numpy.asarray,
-                                            core.load_flat_params(target, flat, source)))
+                                            conversion.load_flat_params(target, flat, source)))

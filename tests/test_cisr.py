@@ -13,7 +13,7 @@ from flax import nnx
 from PIL import Image
 
 from csr_jax import models
-from csr_jax.convert import core
+from csr_jax import conversion as core
 from csr_jax.layers.conv import Conv2d
 from csr_jax.layers.resize import pixel_unshuffle
 from csr_jax.models import cisr as cisr_model

@@ -1,4 +1,4 @@
-"""The generic conversion core (csr_jax/convert/core.py, __init__.py) and the weight reader
+"""The generic conversion core (csr_jax/conversion.py, csr_jax/convert/) and the weight reader
 (csr_jax/checkpoint.py) on a tiny two-sided model and on the trainer's own checkpoints: auto
 rules, explicit torch order, buffers, strict errors, safe loading, Orbax."""
 
@@ -14,8 +14,8 @@ from flax import nnx
 
 from csr_jax import convert
 from csr_jax import checkpoint
-from csr_jax.convert import core
-from csr_jax.convert.core import ConversionError, Entry
+from csr_jax import conversion as core
+from csr_jax.conversion import ConversionError, Entry
 from csr_jax.layers.conv import Conv2d, Linear
 from csr_jax.layers.norm import LayerNorm
 from csr_jax.layers.window import relative_position_index

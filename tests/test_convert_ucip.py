@@ -27,7 +27,7 @@ from flax import nnx
 from csr_jax import convert, models
 from csr_jax import checkpoint
 from csr_jax.convert.__main__ import main as cli
-from csr_jax.convert.core import ConversionError
+from csr_jax.conversion import ConversionError
 from csr_jax.models import ucip as jax_ucip
 from csr_jax.torch_twins import ucip as twin
 from tests.conftest import REPO, kodak_crop

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import torch
 
 from csr_jax import models
-from csr_jax.convert import core
+from csr_jax import conversion as core
 from csr_jax import convert
-from csr_jax.convert import core
+from csr_jax import conversion as core
 from csr_jax.models import promptcir as pcir
 from csr_jax.models import promptcir
 from csr_jax.torch_twins import promptcir as twin

@@ -10,7 +10,7 @@ from flax import nnx
 
 from csr_jax import convert
 from csr_jax import models
-from csr_jax.convert import core
+from csr_jax import conversion as core
 from csr_jax.models import promptsr
 from tests.conftest import kodak_crop
 

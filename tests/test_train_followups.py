@@ -14,7 +14,7 @@ from flax import nnx
 from configs import cisr as cisr_config
 from configs import promptcir, promptsr, ucip
 from csr_jax import checkpoint, config_lib, evaluate, metrics, models, train, weights
-from csr_jax.convert import core
+from csr_jax import conversion as core
 from csr_jax.data import pipeline
 from csr_jax.tree import flatten
 from tests.conftest import REPO, run_module

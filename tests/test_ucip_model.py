@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from csr_jax import models
-from csr_jax.convert.core import path_str
+from csr_jax.conversion import path_str
 from tests.conftest import kodak_crop
 
 

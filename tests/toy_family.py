@@ -10,7 +10,7 @@ import torch
 from flax import nnx
 
 from csr_jax import config_lib
-from csr_jax.convert.core import Entry, ordered_table
+from csr_jax.conversion import Entry, ordered_table
 from csr_jax.family import Evaluation, FamilySpec, Inference
 from csr_jax.layers import init
 from csr_jax.layers.conv import Conv2d

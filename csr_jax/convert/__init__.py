@@ -1,6 +1,6 @@
 """JAX <-> PyTorch checkpoint conversion, generic over model families.
 
-Each family's spec (`csr_jax.models.<name>.SPEC.torch_table(model) -> list[core.Entry]`) gives the
+Each family's spec (`csr_jax.models.<name>.SPEC.torch_table(model) -> list[conversion.Entry]`) gives the
 official `state_dict()` order; these functions dispatch on the family name:
 
   sd = to_torch("ucip", model)                      # {torch_key: np.ndarray}, official order
@@ -15,9 +15,9 @@ from typing import Mapping
 
 import numpy as np
 
-from csr_jax.convert.core import (ConversionError, Entry, flat_params, load_flat_params,
+from csr_jax.conversion import (ConversionError, Entry, flat_params, load_flat_params,
                                   load_torch_file, path_str)
-from csr_jax.convert import core
+from csr_jax import conversion
 
 __all__ = ["ConversionError", "Entry", "table", "to_torch", "from_torch", "load_torch_file",
            "save_torch_file", "load_flat_params", "flat_params"]
@@ -31,7 +31,7 @@ def table(name: str, model) -> list[Entry]:
 
 def to_torch(name: str, model) -> dict[str, np.ndarray]:
   """Ordered {torch_key: array} equal in names, order and shapes to the official state_dict."""
-  return core.to_torch(table(name, model), model)
+  return conversion.to_torch(table(name, model), model)
 
 
 def strip_module_prefix(sd: Mapping) -> dict:

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from csr_jax import losses
-from csr_jax.convert.core import Entry, ordered_table
+from csr_jax.conversion import Entry, ordered_table
 from csr_jax.family import Evaluation, FamilySpec, Inference
 from csr_jax.layers import init
 from csr_jax.layers.blocking import blocking_edges

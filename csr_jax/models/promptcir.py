@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from csr_jax.convert.core import Entry, ordered_table
+from csr_jax.conversion import Entry, ordered_table
 from csr_jax.family import Evaluation, FamilySpec, Inference
 from csr_jax.layers.act import gelu, relu
 from csr_jax.layers.conv import Conv2d, Linear

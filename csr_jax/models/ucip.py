@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from csr_jax.convert.core import Entry, ordered_table
+from csr_jax.conversion import Entry, ordered_table
 from csr_jax.family import Evaluation, FamilySpec, Inference
 from csr_jax.layers import init
 from csr_jax.layers.act import gelu, leaky_relu, relu
