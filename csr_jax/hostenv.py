@@ -5,8 +5,9 @@ step at batch 2). glibc serves such blocks with fresh mmaps, so every step touch
 new 4 KiB pages: 5 such steps measured here (`/usr/bin/time`) took 8.6 M minor page faults and
 45 s of system time, about a third of the step time. glibc >= 2.35 advises its mmaps for
 transparent huge pages when `GLIBC_TUNABLES` has `glibc.malloc.hugetlb=1` (0.39 M faults,
-step 12-14 s -> 9 s on the same machine). glibc reads the tunable at process start, so the
-entry points re-execute themselves once with it set. `CSR_JAX_HUGEPAGES=0` turns this off.
+step 12-14 s -> 9 s on the same machine). glibc reads the tunable at process start, so it is
+opt-in: `launch/local_cpu.sh` exports it, and the speed benchmarks (which measure) re-execute
+themselves once with it. `CSR_JAX_HUGEPAGES=0` turns both off.
 """
 
 import os
@@ -28,7 +29,7 @@ def reexec_with_hugepages() -> None:
   """Re-runs the current command (same argv, `python -m` included) with the tunable set.
 
   No-op when it is already set, off Linux/glibc < 2.35, or with CSR_JAX_HUGEPAGES=0. Call it
-  first thing in a `main()`, before any work whose result would be lost.
+  first thing in a benchmark's `main()`, before any work whose result would be lost.
   """
   tunables = os.environ.get("GLIBC_TUNABLES", "")
   if ("glibc.malloc.hugetlb" in tunables or os.environ.get("CSR_JAX_HUGEPAGES") == "0"

@@ -1,4 +1,5 @@
-"""csr_jax.hostenv: entry points re-run themselves once with glibc's huge-page malloc tunable."""
+"""Huge-page malloc is opt-in: launch/local_cpu.sh exports glibc's tunable, and the benchmarks
+re-run themselves once with it (csr_jax.hostenv); importing csr_jax changes nothing."""
 
 import os
 import subprocess
@@ -13,11 +14,14 @@ SCRIPT = ("import os, sys; from csr_jax import hostenv; hostenv.reexec_with_huge
           "print(os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:])")
 
 
-def run(env_update):
+def _env(update):
   env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "CSR_JAX_HUGEPAGES")}
-  env.update(env_update)
-  out = subprocess.run([sys.executable, "-c", SCRIPT, "a b", "--flag=1"], env=env, cwd=REPO,
-                       capture_output=True, text=True, check=True, timeout=120)
+  return {**env, **update}
+
+
+def run(env_update):
+  out = subprocess.run([sys.executable, "-c", SCRIPT, "a b", "--flag=1"], env=_env(env_update),
+                       cwd=REPO, capture_output=True, text=True, check=True, timeout=120)
   return out.stdout.strip()
 
 
@@ -29,3 +33,18 @@ def test_reexec_sets_the_tunable_and_keeps_argv():
       f"glibc.malloc.arena_max=2:{hostenv.TUNABLE} ")
   assert run({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}).startswith("glibc.malloc.hugetlb=0 ")
   assert run({"CSR_JAX_HUGEPAGES": "0"}) == "['a b', '--flag=1']"
+
+
+def test_local_cpu_launcher_exports_the_tunable(tmp_path):
+  fake = tmp_path / "python"  # stands in for the interpreter: prints what it was given
+  fake.write_text('#!/bin/sh\necho "$GLIBC_TUNABLES|$JAX_PLATFORMS|$*"\n')
+  fake.chmod(0o755)
+  launch = lambda update: subprocess.run(
+      ["bash", str(REPO / "launch" / "local_cpu.sh"), "configs/ucip.py:demo", "runs/x"],
+      env=_env({"CSR_PYTHON": str(fake), **update}), capture_output=True, text=True,
+      check=True, timeout=60).stdout.strip()
+  args = "-m csr_jax.main --config configs/ucip.py:demo --workdir runs/x"
+  assert launch({}) == f"{hostenv.TUNABLE}|cpu|{args}"
+  assert launch({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}).startswith(
+      f"glibc.malloc.arena_max=2:{hostenv.TUNABLE}|")
+  assert launch({"CSR_JAX_HUGEPAGES": "0"}) == f"|cpu|{args}"

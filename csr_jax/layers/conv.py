@@ -1,12 +1,14 @@
 """Conv2d with PyTorch semantics (explicit symmetric padding, groups, dilation) on NHWC.
 
 Kernels are stored HWIO (`kernel`, shape (kh, kw, in/groups, out)); conversion to torch's
-OIHW `weight` is a transpose in `csr_jax.convert`. Depthwise stride-1 convolutions take a
-shifted multiply-add path: XLA's grouped convolution is several times slower on CPU, and the
-two give the same result (see tests/layers/test_conv.py). Large dense stride-1 convs compute
-their kernel gradient in row bands (same forward and input gradient as XLA's).
+OIHW `weight` is a transpose in `csr_jax.convert`. Two CPU speed paths, taken only when the
+default backend is CPU at trace time (other backends get plain XLA convolutions; neither path
+was timed there): depthwise stride-1 convolutions as shifted multiply-adds (XLA:CPU's grouped
+convolution is several times slower), and the kernel gradient of large dense stride-1 convs in
+row bands. Both give XLA's values (tests/layers/test_conv_grad.py forces each path on and off).
 """
 
+import contextlib
 import functools
 
 import jax
@@ -15,6 +17,26 @@ from jax import lax
 from flax import nnx
 
 from csr_jax.layers import init
+
+
+_FORCE_CPU_PATHS = None
+
+
+@contextlib.contextmanager
+def cpu_paths(enabled: bool):
+  """Forces the CPU speed paths on or off while tracing inside the block (tests)."""
+  global _FORCE_CPU_PATHS
+  previous, _FORCE_CPU_PATHS = _FORCE_CPU_PATHS, enabled
+  try:
+    yield
+  finally:
+    _FORCE_CPU_PATHS = previous
+
+
+def _use_cpu_paths() -> bool:
+  if _FORCE_CPU_PATHS is not None:
+    return _FORCE_CPU_PATHS
+  return jax.default_backend() == "cpu"
 
 
 def _pair(v) -> tuple[int, int]:
@@ -133,9 +155,11 @@ def conv2d(x, kernel, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
   """Functional torch-style conv on NHWC with an HWIO kernel."""
   c_in = x.shape[-1]
   stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
-  if groups == c_in and kernel.shape[2] == 1 and kernel.shape[3] == c_in and stride == (1, 1):
+  cpu = _use_cpu_paths()
+  if (cpu and groups == c_in and kernel.shape[2] == 1 and kernel.shape[3] == c_in
+      and stride == (1, 1)):
     y = depthwise_conv2d(x, kernel, padding, dilation)
-  elif groups == 1 and stride == (1, 1) and dilation == (1, 1) and _band_rows(x, kernel):
+  elif cpu and groups == 1 and stride == (1, 1) and dilation == (1, 1) and _band_rows(x, kernel):
     y = _banded_conv(x, kernel, padding, _band_rows(x, kernel))
   else:
     y = _xla_conv(x, kernel, stride, padding, dilation, groups)

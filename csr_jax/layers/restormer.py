@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from csr_jax.layers import init
 from csr_jax.layers.act import gelu
 from csr_jax.layers.conv import Conv2d
 
@@ -40,7 +41,7 @@ class MDTA(nnx.Module):
     if dim % num_heads:
       raise ValueError(f"MDTA: dim {dim} not divisible by num_heads {num_heads}")
     self.num_heads = num_heads
-    self.temperature = nnx.Param(jnp.ones((num_heads, 1, 1), jnp.float32))
+    self.temperature = nnx.Param(init.ones(None, (num_heads, 1, 1)))
     self.qkv = Conv2d(dim, dim * 3, 1, bias=bias, rngs=rngs)
     self.qkv_dwconv = Conv2d(dim * 3, dim * 3, 3, 1, 1, groups=dim * 3, bias=bias, rngs=rngs)
     self.project_out = Conv2d(dim, dim, 1, bias=bias, rngs=rngs)

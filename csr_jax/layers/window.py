@@ -50,17 +50,18 @@ class WindowAttention(nnx.Module):
   """HAT/Swin `WindowAttention`: multi-head self-attention inside ws x ws windows.
 
   Call with tokens [B*nW, N, C], the relative position index [N, N] and an optional additive
-  mask [nW, N, N].
+  mask [nW, N, N]. `kernel_init`/`bias_init` go to both Linears (HAT: trunc_normal(.02), 0).
   """
 
   def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True, *,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, kernel_init=None, bias_init=None):
     self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
     self.scale = (dim // num_heads) ** -0.5
     self.relative_position_bias_table = nnx.Param(
         trunc_normal(rngs.params(), ((2 * window_size - 1) ** 2, num_heads)))
-    self.qkv = Linear(dim, dim * 3, bias=qkv_bias, rngs=rngs)
-    self.proj = Linear(dim, dim, rngs=rngs)
+    kw = dict(rngs=rngs, kernel_init=kernel_init, bias_init=bias_init)
+    self.qkv = Linear(dim, dim * 3, bias=qkv_bias, **kw)
+    self.proj = Linear(dim, dim, **kw)
 
   def __call__(self, x, rpi, mask=None):
     b_, n, c = x.shape

@@ -18,9 +18,10 @@ from flax import nnx
 
 from csr_jax.conversion import Entry, ordered_table
 from csr_jax.family import Evaluation, FamilySpec, Inference
-from csr_jax.layers.act import gelu, relu
+from csr_jax.layers import init
+from csr_jax.layers.act import gelu
+from csr_jax.layers.blocks import ChannelAttention, Mlp, OverlapPatchEmbed
 from csr_jax.layers.conv import Conv2d, Linear
-from csr_jax.layers.init import trunc_normal
 from csr_jax.layers.norm import LayerNorm
 from csr_jax.layers.ocab import (overlap_cross_attention, overlap_window_size,
                                  overlapping_windows, relative_position_index_oca)
@@ -40,23 +41,12 @@ VARIANTS = {
                   prompt_dims=(16, 32, 64)),
 }
 
+# MyModel._init_weights: every nn.Linear gets trunc_normal(std=.02) weights and zero bias.
+_LINEAR_INIT = dict(kernel_init=functools.partial(init.trunc_normal, std=0.02),
+                    bias_init=init.zeros)
+
 DEFAULTS = dict(ffn_expansion_factor=2.66, bias=False, compress_ratio=3, squeeze_factor=16,
                 conv_scale=0.01, overlap_ratio=0.5, num_task=7)
-
-
-class ChannelAttention(nnx.Module):
-  """RCAN channel attention; `attention` slots mirror the torch Sequential (pool, conv, relu,
-  conv, sigmoid)."""
-
-  def __init__(self, num_feat: int, squeeze_factor: int, *, rngs: nnx.Rngs):
-    self.attention = nnx.List([None, Conv2d(num_feat, num_feat // squeeze_factor, 1, rngs=rngs),
-                               None, Conv2d(num_feat // squeeze_factor, num_feat, 1, rngs=rngs),
-                               None])
-
-  def __call__(self, x):
-    y = jnp.mean(x, axis=(1, 2), keepdims=True)
-    y = jax.nn.sigmoid(self.attention[3](relu(self.attention[1](y))))
-    return x * y
 
 
 class CAB(nnx.Module):
@@ -81,7 +71,7 @@ class HAB(nnx.Module):
                ffn_expansion_factor: float, *, rngs: nnx.Rngs):
     self.window_size, self.shift_size, self.conv_scale = window_size, shift_size, conv_scale
     self.norm1 = LayerNorm(dim)
-    self.attn = WindowAttention(dim, window_size, num_heads, rngs=rngs)
+    self.attn = WindowAttention(dim, window_size, num_heads, rngs=rngs, **_LINEAR_INIT)
     self.conv_block = CAB(dim, compress_ratio, squeeze_factor, rngs=rngs)
     self.norm2 = LayerNorm(dim)
     self.ffn = GDFN(dim, ffn_expansion_factor, bias=True, rngs=rngs)
@@ -111,10 +101,11 @@ class OCAB(nnx.Module):
     self.scale = (dim // num_heads) ** -0.5
     self.overlap_win_size = overlap_window_size(window_size, overlap_ratio)
     self.norm1 = LayerNorm(dim)
-    self.qkv = Linear(dim, dim * 3, rngs=rngs)
+    self.qkv = Linear(dim, dim * 3, rngs=rngs, **_LINEAR_INIT)
     n = window_size + self.overlap_win_size - 1
-    self.relative_position_bias_table = nnx.Param(trunc_normal(rngs.params(), (n * n, num_heads)))
-    self.proj = Linear(dim, dim, rngs=rngs)
+    self.relative_position_bias_table = nnx.Param(
+        init.trunc_normal(rngs.params(), (n * n, num_heads)))
+    self.proj = Linear(dim, dim, rngs=rngs, **_LINEAR_INIT)
     self.norm2 = LayerNorm(dim)
     self.ffn = GDFN(dim, ffn_expansion_factor, bias=True, rngs=rngs)
 
@@ -200,35 +191,15 @@ class Resample(nnx.Module):
     return pixel_unshuffle(x, 2) if self.down else pixel_shuffle(x, 2)
 
 
-class OverlapPatchEmbed(nnx.Module):
-
-  def __init__(self, in_c: int, embed_dim: int, *, rngs: nnx.Rngs):
-    self.proj = Conv2d(in_c, embed_dim, 3, 1, 1, bias=False, rngs=rngs)
-
-  def __call__(self, x):
-    return self.proj(x)
-
-
-class Mlp(nnx.Module):
-
-  def __init__(self, in_features: int, hidden: int, out_features: int, *, rngs: nnx.Rngs):
-    self.fc1 = Linear(in_features, hidden, rngs=rngs)
-    self.fc2 = Linear(hidden, out_features, rngs=rngs)
-
-  def __call__(self, x):
-    return self.fc2(gelu(self.fc1(x)))
-
-
 class PromptBasis(nnx.Module):
   """torch `ActiveBlock_Prompt_Basis`: per pixel, softmax weights over `num_basis` bases and over
   `num_task` tasks mix a learned bank `prompt` [1, T, nb, E, 1, 1]; then a 3x3 conv."""
 
   def __init__(self, dim: int, num_task: int, num_basis: int, embed_dim: int, *,
                rngs: nnx.Rngs):
-    self.basis_mlp = Mlp(dim, num_basis, num_basis, rngs=rngs)
-    self.task_mlp = Mlp(dim, num_task, num_task, rngs=rngs)
-    self.prompt = nnx.Param(jax.random.uniform(rngs.params(),
-                                               (1, num_task, num_basis, embed_dim, 1, 1)))
+    self.basis_mlp = Mlp(dim, num_basis, num_basis, rngs=rngs, **_LINEAR_INIT)
+    self.task_mlp = Mlp(dim, num_task, num_task, rngs=rngs, **_LINEAR_INIT)
+    self.prompt = nnx.Param(init.uniform(rngs.params(), (1, num_task, num_basis, embed_dim, 1, 1)))
     self.conv3x3 = Conv2d(embed_dim, embed_dim, 3, 1, 1, bias=False, rngs=rngs)
 
   def __call__(self, x):
@@ -257,6 +228,7 @@ class PromptCIR(nnx.Module):
     if unknown:
       raise TypeError(f"PromptCIR: unknown options {sorted(unknown)}")
     cfg = {**DEFAULTS, **kw}
+    rngs = init.KeyStream(rngs)
     self.window_size = window_size
     self.overlap_win_size = overlap_window_size(window_size, cfg["overlap_ratio"])
     ffn, bias, nt = cfg["ffn_expansion_factor"], cfg["bias"], cfg["num_task"]
@@ -269,7 +241,7 @@ class PromptCIR(nnx.Module):
     def conv1x1(cin, cout):
       return Conv2d(cin, cout, 1, bias=bias, rngs=rngs)
 
-    self.patch_embed_input = OverlapPatchEmbed(inp_channels, dim, rngs=rngs)
+    self.patch_embed_input = OverlapPatchEmbed(inp_channels, dim, 3, bias=False, rngs=rngs)
     self.prompt1 = PromptBasis(d2, nt, num_basis[0], p1, rngs=rngs)
     self.prompt2 = PromptBasis(d3, nt, num_basis[1], p2, rngs=rngs)
     self.prompt3 = PromptBasis(d4, nt, num_basis[2], p3, rngs=rngs)
@@ -296,12 +268,6 @@ class PromptCIR(nnx.Module):
     self.decoder_level1 = RHAG(d2, num_blocks[0], heads[0], window_size, cfg, rngs=rngs)
     self.refinement = restormer(d2, num_refinement_blocks, heads[0])
     self.output = Conv2d(d2, out_channels, 3, 1, 1, bias=bias, rngs=rngs)
-    # MyModel._init_weights: every nn.Linear gets trunc_normal(std=.02) weights and zero bias.
-    for _, m in nnx.iter_modules(self):
-      if isinstance(m, Linear):
-        m.kernel.set_value(trunc_normal(rngs.params(), m.kernel.shape))
-        if m.bias is not None:
-          m.bias.set_value(jnp.asarray(np.zeros(m.bias.shape, np.float32)))
 
   @property
   def multiple(self) -> int:

@@ -25,6 +25,7 @@ baseline; the CPU demo uses it (a few hundred steps do not teach the official ta
 reproduce colours).
 """
 
+import functools
 import math
 
 import jax
@@ -35,8 +36,9 @@ from flax import nnx
 from csr_jax.conversion import Entry, ordered_table
 from csr_jax.family import Evaluation, FamilySpec, Inference
 from csr_jax.layers import init
-from csr_jax.layers.act import gelu, leaky_relu, relu
+from csr_jax.layers.act import leaky_relu, relu
 from csr_jax.layers.axial import axial_sample
+from csr_jax.layers.blocks import Mlp, OverlapPatchEmbed
 from csr_jax.layers.conv import Conv2d, Linear
 from csr_jax.layers.norm import LayerNorm, instance_norm
 from csr_jax.layers.remat import sequenced_checkpoint
@@ -54,69 +56,27 @@ VARIANTS = {
 }
 
 
-class _Keys:
-  """Stand-in for nnx.Rngs inside the constructors: draw i is fold_in(key, i).
-
-  Each nnx.Rngs draw writes a Variable, and under eval_shape/jit that write costs time
-  proportional to the trace so far (flax 0.12.8 inspects the tracer's sharding), which made
-  building `middle` quadratic (~30 s of CPU); one draw from the caller's Rngs avoids it.
-  """
-
-  def __init__(self, key):
-    self.key, self.count = key, 0
-
-  def params(self):
-    self.count += 1
-    return jax.random.fold_in(self.key, self.count)
+_TN = functools.partial(init.trunc_normal, std=0.02)
 
 
-def _draw(key, shape, kind: str, scale: float):
-  """float32 params (even with x64 on); host-side draws when the key is concrete, so eager
-  construction compiles nothing (see csr_jax.layers.init)."""
-  if kind == "trunc_normal":  # timm trunc_normal_(std, a=-2, b=2)
-    return init.trunc_normal(key, shape, scale)
-  if kind == "normal":
-    return init.normal(key, shape, scale)
-  return init.uniform(key, shape, 0.0, scale)
-
-
-def _zeros(n):
-  return nnx.Param(jnp.asarray(np.zeros((n,), np.float32)))
-
-
-class _Linear(Linear):
+def _linear(d_in, d_out, keys):
   """nn.Linear with UCIP's _init_weights: trunc_normal(std .02), zero bias."""
-
-  # pylint: disable-next=super-init-not-called
-  def __init__(self, d_in, d_out, keys: _Keys):
-    self.in_features, self.out_features = d_in, d_out
-    self.kernel = nnx.Param(_draw(keys.params(), (d_in, d_out), "trunc_normal", 0.02))
-    self.bias = _zeros(d_out)
+  return Linear(d_in, d_out, rngs=keys, kernel_init=_TN, bias_init=init.zeros)
 
 
-class _Conv(Conv2d):
-  """nn.Conv2d (stride 1, 'same' padding) with UCIP's _init_weights: N(0, sqrt(2 / fan_out)),
-  fan_out = k * k * c_out / groups, zero bias. Depthwise convs take Conv2d's fast path."""
-
-  # pylint: disable-next=super-init-not-called
-  def __init__(self, c_in, c_out, k, keys: _Keys, groups=1):
-    self.in_channels, self.out_channels, self.groups = c_in, c_out, groups
-    self.kernel_size, self.stride, self.dilation = (k, k), (1, 1), (1, 1)
-    self.padding = (k // 2, k // 2)
-    std = math.sqrt(2.0 / (k * k * c_out // groups))
-    self.kernel = nnx.Param(_draw(keys.params(), (k, k, c_in // groups, c_out), "normal", std))
-    self.bias = _zeros(c_out)
+def _mlp(d_in, d_hidden, d_out, keys):
+  return Mlp(d_in, d_hidden, d_out, rngs=keys, kernel_init=_TN, bias_init=init.zeros)
 
 
-class Mlp(nnx.Module):
-  """fc1 -> exact GELU -> fc2 (dropout 0 in UCIP)."""
+def _fan_out_normal(k, c_out, groups=1):
+  """UCIP's conv init N(0, sqrt(2 / fan_out)), fan_out = k * k * c_out / groups."""
+  return functools.partial(init.normal, std=math.sqrt(2.0 / (k * k * c_out // groups)))
 
-  def __init__(self, d_in, d_hidden, d_out, *, keys):
-    self.fc1 = _Linear(d_in, d_hidden, keys)
-    self.fc2 = _Linear(d_hidden, d_out, keys)
 
-  def __call__(self, x):
-    return self.fc2(gelu(self.fc1(x)))
+def _conv(c_in, c_out, k, keys, groups=1, kernel_init=None):
+  """nn.Conv2d (stride 1, 'same' padding) with UCIP's _init_weights (zero bias)."""
+  return Conv2d(c_in, c_out, k, 1, k // 2, groups=groups, rngs=keys, bias_init=init.zeros,
+                kernel_init=kernel_init or _fan_out_normal(k, c_out, groups))
 
 
 class SPADE(nnx.Module):
@@ -124,9 +84,9 @@ class SPADE(nnx.Module):
 
   def __init__(self, p_dim, norm_nc, label_nc, *, keys):
     hidden = p_dim // 2
-    self.mlp_shared = nnx.List([_Conv(label_nc, hidden, 3, keys), None])  # [1] is ReLU
-    self.mlp_gamma = _Conv(hidden, norm_nc, 3, keys)
-    self.mlp_beta = _Conv(hidden, norm_nc, 3, keys)
+    self.mlp_shared = nnx.List([_conv(label_nc, hidden, 3, keys), None])  # [1] is ReLU
+    self.mlp_gamma = _conv(hidden, norm_nc, 3, keys)
+    self.mlp_beta = _conv(hidden, norm_nc, 3, keys)
 
   def __call__(self, x, prompt):
     actv = relu(self.mlp_shared[0](prompt))
@@ -142,8 +102,8 @@ class ATMOp(nnx.Module):
 
   def __init__(self, c_in, c_out, axis: int, *, keys):
     self.axis = axis
-    self.kernel = nnx.Param(_draw(keys.params(), (1, 1, c_in, c_out), "trunc_normal", 0.02))
-    self.bias = _zeros(c_out)
+    self.kernel = nnx.Param(_TN(keys.params(), (1, 1, c_in, c_out)))
+    self.bias = nnx.Param(init.zeros(None, (c_out,)))
 
   def __call__(self, x, offset):
     return axial_sample(x, offset, self.axis) @ self.kernel[0, 0] + self.bias[...]
@@ -156,9 +116,9 @@ class ATMLayer(nnx.Module):
     self.dim = dim
     self.atm_h = ATMOp(dim, dim, 1, keys=keys)
     self.atm_w = ATMOp(dim, dim, 2, keys=keys)
-    self.atm_local = _Conv(dim, dim, 5, keys, groups=dim)
-    self.fusion = Mlp(dim, dim // 4, dim * 3, keys=keys)
-    self.proj = _Linear(dim, dim, keys)
+    self.atm_local = _conv(dim, dim, 5, keys, groups=dim)
+    self.fusion = _mlp(dim, dim // 4, dim * 3, keys)
+    self.proj = _linear(dim, dim, keys)
 
   def __call__(self, x, offset):
     c = self.dim
@@ -178,9 +138,9 @@ class DynamicActiveBlock(nnx.Module):
     self.norm1 = LayerNorm(dim)
     self.atm = ATMLayer(dim, keys=keys)
     self.norm2 = LayerNorm(dim)
-    self.mlp = Mlp(dim, int(dim * mlp_ratio), dim, keys=keys)
+    self.mlp = _mlp(dim, int(dim * mlp_ratio), dim, keys)
     self.offset_layer = (nnx.List([LayerNorm(dim + p_dim),
-                                   _Linear(dim + p_dim, dim * 2 // share_dim, keys)])
+                                   _linear(dim + p_dim, dim * 2 // share_dim, keys)])
                          if new_offset else None)
     self.spade = SPADE(p_dim, dim, p_dim, keys=keys)
 
@@ -205,10 +165,9 @@ class DynamicPromptBasis(nnx.Module):
   `Dyanmic_Prompt_Basis`)."""
 
   def __init__(self, dim, num_task, num_basis, p_dim, blind: bool, *, keys):
-    self.basis_mlp = Mlp(dim, num_basis, num_basis, keys=keys)
-    self.prompt = nnx.Param(_draw(keys.params(), (num_task, num_basis, 1, 1, p_dim),
-                                  "uniform", 1.0))  # torch.rand
-    self.task_head = _Linear(dim, num_task, keys) if blind else None
+    self.basis_mlp = _mlp(dim, num_basis, num_basis, keys)
+    self.prompt = nnx.Param(init.uniform(keys.params(), (num_task, num_basis, 1, 1, p_dim)))
+    self.task_head = _linear(dim, num_task, keys) if blind else None
 
   def __call__(self, x, task_id):
     basis = jax.nn.softmax(self.basis_mlp(x), axis=-1)  # [B, H, W, nb]
@@ -225,19 +184,10 @@ class PEG(nnx.Module):
   """Depthwise 3x3 conv + identity (positional encoding generator)."""
 
   def __init__(self, dim, *, keys):
-    self.proj = _Conv(dim, dim, 3, keys, groups=dim)
+    self.proj = _conv(dim, dim, 3, keys, groups=dim)
 
   def __call__(self, x):
     return self.proj(x) + x
-
-
-class OverlapPatchEmbed(nnx.Module):
-
-  def __init__(self, in_chans, embed_dim, *, keys):
-    self.proj = _Conv(in_chans, embed_dim, 5, keys)
-
-  def __call__(self, x):
-    return self.proj(x)
 
 
 class UCIP(nnx.Module):
@@ -256,8 +206,9 @@ class UCIP(nnx.Module):
       raise ValueError(f"UCIP: residual must be None or 'bicubic', got {residual!r}")
     self.residual = residual
     self.remat = remat  # recompute each block in the backward: activation memory O(1 block)
-    keys = _Keys(rngs.params())
-    self.patch_embed = OverlapPatchEmbed(3, embed_dim, keys=keys)
+    keys = init.KeyStream(rngs)
+    self.patch_embed = OverlapPatchEmbed(3, embed_dim, 5, rngs=keys, bias_init=init.zeros,
+                                         kernel_init=_fan_out_normal(5, embed_dim))
     self.blocks = nnx.List([
         nnx.List([DynamicActiveBlock(embed_dim, p_dim, mlp_ratio, share_dim,
                                      self._new_offset(j, depth), keys=keys)
@@ -267,14 +218,14 @@ class UCIP(nnx.Module):
                                                 keys=keys) for _ in depths])
     self.pos_blocks = nnx.List([PEG(embed_dim, keys=keys) for _ in depths])
     self.norm = LayerNorm(embed_dim)
-    self.conv_after_body = _Conv(embed_dim, embed_dim, 3, keys)
-    self.conv_before_up = nnx.List([_Conv(embed_dim, num_feat, 3, keys), None])  # LeakyReLU
-    self.conv_up1 = _Conv(num_feat, num_feat, 3, keys)
-    self.conv_up2 = _Conv(num_feat, num_feat, 3, keys)
-    self.conv_hr = _Conv(num_feat, num_feat, 3, keys)
-    self.conv_last = _Conv(num_feat, 3, 3, keys)
-    if residual == "bicubic":  # start exactly at the bicubic baseline; the branch then learns
-      self.conv_last.kernel.set_value(jnp.zeros_like(self.conv_last.kernel.get_value()))
+    self.conv_after_body = _conv(embed_dim, embed_dim, 3, keys)
+    self.conv_before_up = nnx.List([_conv(embed_dim, num_feat, 3, keys), None])  # LeakyReLU
+    self.conv_up1 = _conv(num_feat, num_feat, 3, keys)
+    self.conv_up2 = _conv(num_feat, num_feat, 3, keys)
+    self.conv_hr = _conv(num_feat, num_feat, 3, keys)
+    # With the bicubic residual, start exactly at the bicubic baseline; the branch then learns.
+    self.conv_last = _conv(num_feat, 3, 3, keys,
+                           kernel_init=init.zeros if residual == "bicubic" else None)
 
   def _new_offset(self, j, depth):
     return j % self.intv == 0 and j != depth - 1

@@ -53,7 +53,33 @@ def test_conv_grads_match_torch(monkeypatch, cin, cout, k, pad, dil, groups):
   if groups == 1:
     assert conv._band_rows(jnp.asarray(x), m.kernel[...]) == 8
   g = rng.normal(size=m(jnp.asarray(x)).shape).astype(np.float32)
-  for got, want in zip(_jax_grads(m, jnp.asarray(x), jnp.asarray(g)),
+  with conv.cpu_paths(True):
+    got_all = _jax_grads(m, jnp.asarray(x), jnp.asarray(g))
+  for got, want in zip(got_all,
                        _torch_grads(m, x, g, cin, cout, k, pad, dil, groups)):
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, np.abs(want).max()), rtol=0)
+
+
+@pytest.mark.parametrize("cin,cout,k,pad,dil,groups", CASES)
+def test_cpu_paths_equal_plain_xla(monkeypatch, cin, cout, k, pad, dil, groups):
+  """Each CPU speed path, forced on and off on this CPU: same outputs and gradients, and the
+  switch really changes the program (a depthwise conv has no XLA convolution on the CPU path;
+  a banded kernel gradient has one convolution per band)."""
+  monkeypatch.setattr(conv, "_BAND_BYTES", 512)
+  m = Conv2d(cin, cout, k, 1, pad, dil, groups, rngs=nnx.Rngs(2))
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, 13, 11, cin)).astype(np.float32))
+  g = jnp.asarray(rng.normal(size=m(x).shape).astype(np.float32))
+  graphdef, params = nnx.split(m, nnx.Param)
+  loss = lambda p, x: jnp.sum(nnx.merge(graphdef, p)(x) * g)
+  runs, convs = [], []
+  for on in (True, False):
+    with conv.cpu_paths(on):
+      fn = jax.value_and_grad(lambda p, x: loss(p, x), argnums=(0, 1))
+      convs.append(str(jax.make_jaxpr(fn)(params, x)).count("conv_general_dilated"))
+      runs.append(jax.tree.leaves(jax.jit(fn)(params, x)))
+  assert convs[0] != convs[1]
+  for a, b in zip(*runs):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                               atol=2e-5 * max(1.0, np.abs(np.asarray(b)).max()), rtol=0)
