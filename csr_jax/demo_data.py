@@ -1,8 +1,10 @@
-"""Data for the demo: train on scikit-image's bundled photos, evaluate on held-out Kodak.
+"""Data for the demo: train on photos, evaluate on six held-out Kodak images.
 
-Both sets go through the real prep step (`python -m data_prep.prepare`, its own process: it
-imports torch) with the demo's codec grid, so the demo exercises the same files as real runs.
-If `../shared/datasets/kodak` is absent, two scikit-image photos are held out instead.
+The training photos are scikit-image's bundled colour photos plus the 18 Kodak images that are
+not held out (when `../shared/datasets/kodak` exists; else two scikit-image photos are held
+out instead). Both sets go through the real prep step (`python -m data_prep.prepare`, its own
+process: it imports torch) with the demo's codec grid, so the demo exercises the same files as
+real runs.
 """
 
 import io
@@ -66,8 +68,12 @@ def setup(config, data_dir: str, codec: str = "jpeg:30,40") -> None:
   """Builds (or reuses) the demo sets under `data_dir` and points `config.data` at them."""
   root = paths.resolve(data_dir)
   scale = config.data.scale
-  train = prepare(write_photos(COLOR, root / "hr_train"), root / "train", name="photos",
-                  split="train", scale=scale, codec=codec, num_shards=2)
+  hr_train = write_photos(COLOR, root / "hr_train")
+  if kodak_dir().is_dir():
+    link_kodak(sorted(p.name[:-4] for p in kodak_dir().iterdir()
+                      if p.name.endswith(".png") and p.name[:-4] not in KODAK), hr_train)
+  train = prepare(hr_train, root / "train", name="photos", split="train", scale=scale,
+                  codec=codec, num_shards=2)
   if kodak_dir().is_dir():
     hr_eval, name = link_kodak(KODAK, root / "hr_eval"), "kodak"
   else:
