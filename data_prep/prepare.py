@@ -209,7 +209,7 @@ def main(argv=None) -> dict:
   todo, dones = jobs.plan(args.out, args.name, args.split, args.num_shards, items, maker,
                           maker.hash_fields(), args.sleep_per_image)
   t0 = time.time()
-  dones, lost = jobs.execute(todo, dones, args.workers)
+  dones, lost = jobs.execute(todo, dones, args)
   grid_info = [{"codec": n, "qualities": list(qs), "implementation": describe[n]}
                for n, qs in grid] + [
                    {"codec": n, "random_quality": [lo, hi], "seed": args.seed,

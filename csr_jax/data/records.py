@@ -75,10 +75,14 @@ def scan_offsets(path: str, check_crc: bool = True) -> list[tuple[int, int]]:
   return out
 
 
-def write_index(records: list[tuple[int, int]], path: str) -> None:
+def index_text(records: list[tuple[int, int]]) -> str:
   """Sidecar index in the `tfrecord` package's format: 'offset length' per line."""
+  return "".join(f"{o} {n}\n" for o, n in records)
+
+
+def write_index(records: list[tuple[int, int]], path: str) -> None:
   with open(path, "w") as f:
-    f.writelines(f"{o} {n}\n" for o, n in records)
+    f.write(index_text(records))
 
 
 def read_index(path: str) -> list[tuple[int, int]]:
@@ -86,9 +90,17 @@ def read_index(path: str) -> list[tuple[int, int]]:
   unless every line is two integers describing contiguous records from offset 0."""
   try:
     with open(path, "rb") as f:
-      text = f.read().decode("ascii")
+      data = f.read()
   except OSError as e:
     raise RecordError(f"{path}: cannot read the index ({e.strerror})") from None
+  return parse_index(data, path)
+
+
+def parse_index(data: bytes, path: str = "?") -> list[tuple[int, int]]:
+  """`read_index` on the bytes of an index, for callers that read files themselves (an index
+  in a bucket, through epath); `path` names it in errors."""
+  try:
+    text = data.decode("ascii")
   except UnicodeDecodeError as e:
     raise RecordError(f"{path}: not a text index (byte {e.start} is {e.object[e.start]:#04x})"
                       ) from None
