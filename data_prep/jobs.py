@@ -92,8 +92,9 @@ def add_output_flags(p: argparse.ArgumentParser, *, split: str, min_size: int) -
                  help="local: this machine's process pool; beam: an Apache Beam pipeline "
                       "(the `beam` extra), same records")
   p.add_argument("--beam_pipeline_options", default=None, metavar="FLAGS",
-                 help="Beam pipeline flags in one string, split like a shell (none runs), e.g. "
-                      "'--runner=DirectRunner --direct_num_workers=2'")
+                 help="Beam pipeline flags in one string after '=', split like a shell (none "
+                      "runs), e.g. --beam_pipeline_options='--runner=DirectRunner "
+                      "--direct_num_workers=2'")
   p.add_argument("--name", default="csr", help="dataset name in shard file names")
   p.add_argument("--split", default=split)
   p.add_argument("--crop_to_multiple", action=argparse.BooleanOptionalAction, default=True,
@@ -255,12 +256,13 @@ def process_shard(job: ShardJob, progress: Callable | None = None) -> dict:
 
 def worker_setup() -> None:
   """Once per worker process of any runner: the workers are the parallelism, so torch (the
-  learned codecs) gets one thread, which also keeps its results independent of the machine."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(1)
-  except ImportError:
-    pass
+  learned codecs) gets one thread, which also keeps its results independent of the machine.
+  torch reads OMP_NUM_THREADS when first imported, so workers that never code with a learned
+  codec do not pay for importing it."""
+  if "torch" in sys.modules:
+    sys.modules["torch"].set_num_threads(1)
+  else:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def _worker(conn) -> None:
@@ -395,9 +397,9 @@ def plan(out, name: str, split: str, num_shards: int, items: list, maker,
                    if records.SHARD_RE.fullmatch(p.name) and p.name not in mine)
   if foreign:
     m = records.SHARD_RE.fullmatch(foreign[0])
-    fail(f"--out {paths.display(out)} already holds {len(foreign)} shard(s) of another set ({m['stem']}, "
-         f"{int(m['count'])} shards, e.g. {foreign[0]}); use a new --out, or the same --name, "
-         "--split and --num_shards to resume")
+    fail(f"--out {paths.display(out)} already holds {len(foreign)} shard(s) of another set "
+         f"({m['stem']}, {int(m['count'])} shards, e.g. {foreign[0]}); use a new --out, or the "
+         "same --name, --split and --num_shards to resume")
   jobs, dones = [], {}
   for i, file in enumerate(mine):
     its = tuple(items[i::num_shards])

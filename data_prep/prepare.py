@@ -54,8 +54,12 @@ class Degrade:
   crop: bool
 
   def hash_fields(self) -> dict:
-    """What the records depend on (not where the input folder is)."""
-    return {k: v for k, v in dataclasses.asdict(self).items() if k != "hr_dir"}
+    """What the records depend on (not where the input folder is; the device only when it is
+    not the CPU, so outputs made before `--device` existed still resume)."""
+    out = {k: v for k, v in dataclasses.asdict(self).items() if k != "hr_dir"}
+    if out["options"]["device"] == "cpu":
+      del out["options"]["device"]
+    return out
 
   def __call__(self, item):
     from data_prep import imresize  # pylint: disable=g-import-not-at-top
@@ -113,6 +117,9 @@ def parse_args(argv=None):
   p.add_argument("--weights_dir", help="compressai weights (zoo file names or NAME-Q.pth)")
   p.add_argument("--untrained_learned", action="store_true",
                  help="random compressai weights (plumbing tests only)")
+  p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                 help="torch device of the learned codecs' nets (the entropy coder stays on "
+                      "CPU); cuda is checked at start: its bitstreams must decode the same on CPU")
   p.add_argument("--external", action="append", default=[], metavar="NAME=TEMPLATE",
                  help="command for external:NAME with {input} {output} [{bitstream}] [{quality}]")
   p.add_argument("--yuv_range", choices=("full", "limited"), default="full",
@@ -122,6 +129,10 @@ def parse_args(argv=None):
   jobs.check_output_flags(args)
   if args.max_images is not None and args.max_images < 1:
     jobs.fail(f"--max_images {args.max_images}: must be >= 1 (leave it out for all files)")
+  try:
+    codecs.check_device(args.device)
+  except codecs.CodecUnavailable as e:
+    jobs.fail(str(e))
   return args
 
 
@@ -136,7 +147,7 @@ def _options(args) -> codecs.CodecOptions:
       hm_encoder=args.hm_encoder, hm_decoder=args.hm_decoder, hm_config=args.hm_config,
       vtm_encoder=args.vtm_encoder, vtm_decoder=args.vtm_decoder, vtm_config=args.vtm_config,
       weights_dir=args.weights_dir, untrained=args.untrained_learned, external=tuple(ext),
-      full_range=args.yuv_range == "full")
+      full_range=args.yuv_range == "full", device=args.device)
 
 
 def _settings(args):
@@ -220,7 +231,8 @@ def main(argv=None) -> dict:
       num_sources=len(items) + len(problems),
       options={"min_size": args.min_size, "crop_to_multiple": args.crop_to_multiple,
                "yuv_range": "full" if options.full_range else "limited",
-               "untrained_learned": options.untrained, "grid": args.grid},
+               "untrained_learned": options.untrained, "grid": args.grid,
+               "device": options.device},
       warnings=warnings, tool="data_prep.prepare")
   return jobs.finish(args.out, manifest, t0)
 
