@@ -69,6 +69,17 @@ def user_path(arg: str) -> Path:
   return Path(arg).expanduser()
 
 
+def input_path(arg: str):
+  """An input folder flag: a local path as `user_path`, or a URL (`gs://...`, read through
+  `csr_jax.paths`) left as typed, for Beam workers that read their images from a bucket."""
+  return paths.resolve(arg) if paths.is_url(arg) else user_path(arg)
+
+
+def join(root, rel: str):
+  """`root`/`rel` for a local folder or a URL (pathlib would turn `gs://b` into `gs:/b`)."""
+  return paths.resolve(root) / rel if paths.is_url(root) else Path(root) / rel
+
+
 def out_path(arg: str):
   """The `--out` folder as a `csr_jax.paths` path: local paths absolute, URLs unchanged."""
   try:
@@ -141,6 +152,8 @@ def list_files(root: Path) -> tuple[list[tuple[str, str]], list[dict]]:
   loops, unreadable folders, anything that is not a regular file and names that clash once
   made printable are reported, never dropped silently.
   """
+  if paths.is_url(root):
+    return _list_url(paths.resolve(root))
   root = Path(root)
   if not root.is_dir():
     fail(f"{root}: not a directory")
@@ -188,6 +201,17 @@ def list_files(root: Path) -> tuple[list[tuple[str, str]], list[dict]]:
     names[name] = rel
     out.append((rel, name))
   return out, sorted(problems, key=lambda p: p["source"])
+
+
+def _list_url(root) -> tuple[list[tuple[str, str]], list[dict]]:
+  """`list_files` for a bucket: objects under the prefix, sorted, hidden names left out (object
+  stores have no links, permissions per file or special files)."""
+  if not root.is_dir():
+    fail(f"{root}: not a directory")
+  base = os.fspath(root).rstrip("/") + "/"
+  rels = sorted(os.fspath(p)[len(base):] for p in root.rglob("*") if p.is_file())
+  rels = [r for r in rels if not any(part.startswith(".") for part in r.split("/"))]
+  return [(r, safe_name(r)) for r in rels], []
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,9 @@
       --codec hevc:32,37 --num_shards 4 --workers 2 [--grid ucip|promptcir|cisr|promptsr]
 
 Images (sorted relative paths) go round robin to shards; each spawned worker writes whole
-shards, so a shard is written by one process. A re-run after a crash keeps the shards whose
+shards, so a shard is written by one process. `--runner beam` runs the same per-image and
+per-shard steps as an Apache Beam pipeline (data_prep/beam_runner.py) and writes the same
+bytes. A re-run after a crash keeps the shards whose
 `.done` checksum verifies, redoes the rest, then writes manifest.json atomically. Bad inputs
 are skipped and reported (summary and manifest); the exit status is 1 only if no image was
 usable.
@@ -13,9 +15,9 @@ usable.
 import argparse
 import dataclasses
 import hashlib
+import os
 import sys
 import time
-from pathlib import Path
 
 from csr_jax.data import tasks
 from data_prep import codecs
@@ -64,7 +66,7 @@ class Degrade:
   def __call__(self, item):
     from data_prep import imresize  # pylint: disable=g-import-not-at-top
     rel, name = item
-    hr = images.prepare_hr(Path(self.hr_dir) / rel, self.scale, self.min_size, self.crop)
+    hr = images.prepare_hr(jobs.join(self.hr_dir, rel), self.scale, self.min_size, self.crop)
     lr = imresize.downscale_uint8(hr, self.scale)
     settings = [(c, q, False) for c, qs in self.grid for q in qs] + [
         (c, random_quality(self.seed, c, name, lo, hi), True) for c, lo, hi in self.random]
@@ -96,8 +98,8 @@ def resolve_grid(grid_name, codec_args) -> list[tuple[str, tuple[int, ...]]]:
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__.split(
       "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--hr_dir", required=True, type=jobs.user_path,
-                 help="folder of lossless HR images")
+  p.add_argument("--hr_dir", required=True, type=jobs.input_path,
+                 help="folder of lossless HR images (local, or gs://... for Beam workers)")
   jobs.add_output_flags(p, split="train", min_size=64)
   p.add_argument("--codec", action="append", default=[],
                  help="NAME:Q1,Q2 (jpeg, webp, hevc, vvc, cheng2020-{anchor,attn}-{mse,ms-ssim}, "
@@ -215,7 +217,7 @@ def main(argv=None) -> dict:
     items = items[:args.max_images]
   if not items and not problems:
     jobs.fail(f"--hr_dir {args.hr_dir}: no files")
-  maker = Degrade(str(args.hr_dir), args.scale, tuple(grid), tuple(random), args.seed,
+  maker = Degrade(os.fspath(args.hr_dir), args.scale, tuple(grid), tuple(random), args.seed,
                   tuple(describe.items()), options, args.min_size, args.crop_to_multiple)
   todo, dones = jobs.plan(args.out, args.name, args.split, args.num_shards, items, maker,
                           maker.hash_fields(), args.sleep_per_image)
