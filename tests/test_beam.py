@@ -22,7 +22,8 @@ from tests.shards import kodak_u8, png_bytes, write_png
 from tests.test_records import parse_pb, read_all_checked
 
 NAMES = ("kodim01", "kodim02", "kodim03", "kodim04")
-TWO_PROCESSES = "--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing"
+TWO_PROCESSES = ("--runner=DirectRunner --direct_num_workers=2 "
+                 "--direct_running_mode=multi_processing")
 IN_PROCESS = "--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"
 
 

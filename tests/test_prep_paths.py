@@ -33,6 +33,16 @@ def test_url_outputs_stay_urls(url, tmp_path):
   assert os.fspath(paths.resolve(shipped.out_dir) / "manifest.json") == f"{url}/manifest.json"
 
 
+def test_url_inputs_stay_urls(tmp_path):
+  """`--hr_dir gs://...`: the folder and each image path a worker opens stay in the bucket."""
+  args = prepare.parse_args(["--hr_dir", "gs://b/DF2K_HR", "--out", str(tmp_path), "--codec",
+                             "jpeg:10"])
+  assert os.fspath(args.hr_dir) == "gs://b/DF2K_HR"
+  one = jobs.join(os.fspath(args.hr_dir), "sub/0001.png")
+  assert os.fspath(one) == "gs://b/DF2K_HR/sub/0001.png"
+  assert jobs.join(str(tmp_path), "a.png") == tmp_path / "a.png"
+
+
 def test_local_relative_out_is_resolved_against_the_cwd(tmp_path, monkeypatch):
   hr = tmp_path / "hr"
   write_png(hr / "a.png", kodak_u8(32, 32, "kodim06", 100, 100))
