@@ -232,16 +232,17 @@ def _orphaned() -> bool:
 
 
 def make_records(maker, item) -> tuple[list, list[dict]]:
-  """The per-image step of every runner: item -> ([(serialized Example, summary)], skipped
-  entries). A bad image is skipped with its reason; other errors propagate (they lose the
-  shard, which a re-run redoes)."""
+  """The per-image step of every runner: item -> ([(features, summary)], skipped entries).
+  A bad image is skipped with its reason; other errors propagate (they lose the shard, which a
+  re-run redoes). Records stay feature dicts until written: an image's records share one HR
+  PNG until then."""
   try:
     made, lost = maker(item)
   except images.BadImage as e:
     return [], [{"source": item[1], "reason": str(e)}]
   except MemoryError:
     return [], [{"source": item[1], "reason": "out of memory"}]
-  return [(records.encode_example(f), summary) for f, summary in made], list(lost)
+  return list(made), list(lost)
 
 
 def write_shard(job: ShardJob, results, exclusive: bool = True) -> dict:
@@ -252,8 +253,8 @@ def write_shard(job: ShardJob, results, exclusive: bool = True) -> dict:
   recs, skipped = [], []
   try:
     for made, lost in results:
-      for payload, summary in made:
-        recs.append(dict(summary, bytes=writer.write_payload(payload)))
+      for features, summary in made:
+        recs.append(dict(summary, bytes=writer.write(features)))
       skipped.extend(lost)
     return writer.commit({"config_hash": job.config_hash, "records": recs, "skipped": skipped,
                           "sources": [it[1] for it in job.items]})

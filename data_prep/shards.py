@@ -167,10 +167,8 @@ class ShardWriter:
     self._w = records.TFRecordWriter(str(self.tmp))
 
   def write(self, features: dict) -> int:
-    return self.write_payload(records.encode_example(features))
-
-  def write_payload(self, payload: bytes) -> int:
-    """Appends one serialized Example; its framed size in bytes."""
+    """Appends one record; its framed size in bytes."""
+    payload = records.encode_example(features)
     self._w.write(payload)
     return len(payload) + 16
 
