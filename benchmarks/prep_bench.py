@@ -6,7 +6,9 @@ HR images: Kodak photos resized (Pillow bicubic) to 2040x1360, DF2K's typical HR
 x4 LR is 510x340 (DF2K's LR is about 510x350). Prints:
 1. per-image work every record set pays once (HR load, MATLAB-bicubic LR, HR and LR PNG) and,
    per codec and quality, the record's own work (encode + decode + degraded-LR PNG +
-   serialisation), as images/s on one core;
+   serialisation), as images/s on one core, from CPU time (process time: every step is single
+   threaded, and CPU time does not grow when other jobs share the cores, as on the 2-core
+   development machine);
 2. the same `python -m data_prep.prepare` command on the local process pool and on the Beam
    DirectRunner with the same worker count (wall time, startup included);
 3. DF2K (3,450 images) x the 23 UCIP settings: one core's time and the wall time on N workers.
@@ -17,6 +19,7 @@ with trained weights, the bitstream lengths (and so the entropy coder's share) a
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -33,7 +36,10 @@ sys.path.insert(0, str(REPO))
 
 from csr_jax.data import records  # pylint: disable=g-import-not-at-top,wrong-import-position
 from csr_jax.data import tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_prep import codecs, images, imresize, shards  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep import codecs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep import images  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep import imresize  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep import shards  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 HR_SIZE = (2040, 1360)
 DF2K = 3450
@@ -57,25 +63,25 @@ def make_hr(kodak: Path, n: int, folder: Path) -> list[Path]:
 
 def per_image(paths_, scale):
   """(seconds per image of the shared work, [(hr, clean LR)])."""
-  t, pairs = time.perf_counter(), []
+  t, pairs = time.process_time(), []
   for p in paths_:
     hr = images.prepare_hr(p, scale, 0)
     lr = imresize.downscale_uint8(hr, scale)
     shards.png_bytes(hr), shards.png_bytes(lr)
     pairs.append((hr, lr))
-  return (time.perf_counter() - t) / len(paths_), pairs
+  return (time.process_time() - t) / len(paths_), pairs
 
 
 def per_record(codec, pairs, q):
   """Seconds per image of one setting: what `shards.examples` adds per record."""
   hr_png = shards.png_bytes(pairs[0][0])
-  t = time.perf_counter()
+  t = time.process_time()
   for hr, lr in pairs:
     out = codec(lr, q)
     lr_png = shards.png_bytes(out.image)
     records.encode_example({"hr_png": hr_png, "lr_clean_png": lr_png, "lr_png": lr_png,
                             "codec": "x", "quality": q, "bpp": 1.0})
-  return (time.perf_counter() - t) / len(pairs)
+  return (time.process_time() - t) / len(pairs)
 
 
 def run_prepare(hr_dir, out, workers, runner, grid):
@@ -104,11 +110,12 @@ def main():
   args = p.parse_args()
   tmp = Path(tempfile.mkdtemp(prefix="prep_bench_"))
   try:
-    hrs = make_hr(args.kodak_dir, args.num_images, tmp)
+    (tmp / "hr").mkdir()
+    hrs = make_hr(args.kodak_dir, args.num_images, tmp / "hr")
     shared_s, pairs = per_image(hrs, 4)
     lh, lw = pairs[0][1].shape[:2]
     print(f"{len(hrs)} Kodak images resized to {HR_SIZE[0]}x{HR_SIZE[1]} HR, LR {lw}x{lh} (x4); "
-          f"one core, torch threads 1")
+          f"one core, torch threads 1; CPU seconds (process time)")
     print(f"per image, once: load + MATLAB bicubic + HR/LR PNG  {shared_s:7.2f} s "
           f"({1 / shared_s:.2f} images/s)")
     print(f"{'codec':<24}{'q':>4}{'s/image':>10}{'images/s':>10}  note")
@@ -137,12 +144,14 @@ def main():
           f"{args.workers} workers, {args.workers * 2} shards, process start included")
     walls = {}
     for runner in ("local", "beam"):
-      walls[runner] = run_prepare(tmp, tmp / f"out_{runner}", args.workers, runner, grid)
+      walls[runner] = run_prepare(tmp / "hr", tmp / f"out_{runner}", args.workers, runner, grid)
       print(f"  {runner:<6} {walls[runner]:7.1f} s  {len(hrs) / walls[runner]:6.3f} images/s  "
             f"{len(hrs) * n_rec / walls[runner]:6.2f} records/s")
     same = all((tmp / "out_local" / f.name).read_bytes() == f.read_bytes()
                for f in (tmp / "out_beam").iterdir() if f.is_file())
     print(f"  beam output == local output byte for byte: {same}")
+    m = json.loads((tmp / "out_local" / "manifest.json").read_text())
+    record_bytes = sum(x["bytes"] for x in m["shards"]) / m["counts"]["records"]
 
     print(f"\nprojection: DF2K ({DF2K} images) x UCIP's 23 settings at x4 (LR {lw}x{lh})")
     assumed = dict(a.split("=", 1) for a in args.assume)
@@ -150,10 +159,13 @@ def main():
     for codec, qs in tasks.GRIDS["ucip"].items():
       for q in qs:
         if (codec, q) in cost:
-          per_setting.append((codec, q, cost[codec, q], "measured"))
+          per_setting.append((codec, q, cost[codec, q],
+                              "timed untrained" if codec in LEARNED else "timed"))
         elif codec.startswith("cheng2020") and (LEARNED[0], 1 if q < 4 else 4) in cost:
+          # q1-3 share one network width, q4-6 the larger one; mse and ms-ssim share the
+          # architecture, so their run time is the same.
           per_setting.append((codec, q, cost[LEARNED[0], 1 if q < 4 else 4],
-                              f"as cheng2020-anchor-mse q{1 if q < 4 else 4}, untrained"))
+                              f"as {LEARNED[0]} q{1 if q < 4 else 4}"))
         elif codec in assumed:
           per_setting.append((codec, q, float(assumed[codec]), "assumed (--assume)"))
         else:
@@ -161,10 +173,16 @@ def main():
     total = shared_s + sum(c for _, _, c, _ in per_setting)
     for codec in dict.fromkeys(c for c, _, _, _ in per_setting):
       rows = [r for r in per_setting if r[0] == codec]
+      by_note = {}
+      for _, q, _, note in rows:
+        by_note.setdefault(note, []).append(f"q{q}")
+      notes = "; ".join(f"{','.join(qs)} {note}" for note, qs in by_note.items())
       print(f"  {codec:<26}{len(rows):>3} settings {sum(r[2] for r in rows):9.2f} s/image  "
-            f"({rows[0][3]})")
+            f"({notes})")
     print(f"  {'per image, once':<26}{'':>12}{shared_s:9.2f} s/image")
-    print(f"  one core: {total:.1f} s/image, {DF2K * total / 3600:.1f} core-hours for DF2K")
+    print(f"  one core: {total:.1f} s/image, {DF2K * total / 3600:.1f} core-hours for DF2K; "
+          f"output about {DF2K * 23 * record_bytes / 1e9:.0f} GB ({record_bytes / 1e6:.1f} MB per "
+          "record, each with its HR PNG)")
     eff = (len(hrs) * (shared_s + sum(cost[c, q] for c in ("jpeg", "hevc") for q in
                                       MEASURED[c]))) / (walls["local"] * args.workers)
     print(f"  parallel efficiency measured end to end here (local pool, {args.workers} workers, "
