@@ -20,7 +20,9 @@ with the local path's renames (index, `.done`, shard last): a file under a shard
 always complete, nothing is ever appended to one, and two attempts at one shard publish the
 same bytes. When the pipeline fails (the DirectRunner does not retry), the shards already
 published stay; the others are reported lost (summary, the manifest's `skipped` and
-`missing_shards`) and re-running the same command redoes exactly them.
+`missing_shards`) and re-running the same command redoes exactly them. The DirectRunner in
+`multi_processing` mode hangs when one of its worker processes is SIGKILLed (a Beam
+limitation): stopping it and re-running the same command recovers the same way.
 """
 
 import shlex
