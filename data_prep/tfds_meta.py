@@ -9,8 +9,6 @@ extra); tests/test_tfds.py opens them with tfds itself. Shard names already foll
 with 0 records, which tfds skips, so the split holds exactly the manifest's records.
 """
 
-import json
-
 from csr_jax import paths
 from csr_jax.data import records
 from data_prep import shards
