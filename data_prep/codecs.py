@@ -47,6 +47,19 @@ class CodecOptions:
   untrained: bool = False  # random compressai weights: plumbing tests only
   external: tuple[tuple[str, str], ...] = ()  # (name, command template)
   full_range: bool = True
+  device: str = "cpu"  # torch device of the compressai nets (their entropy coder runs on CPU)
+
+
+def check_device(device: str) -> None:
+  """CodecUnavailable (one line) unless torch can use `device` ('cpu' or 'cuda')."""
+  if device == "cpu":
+    return
+  import torch  # pylint: disable=g-import-not-at-top
+  if not torch.cuda.is_available():
+    why = ("a CPU-only build" if torch.version.cuda is None else
+           f"built for CUDA {torch.version.cuda}, but no GPU is visible")
+    raise CodecUnavailable(f"--device {device}: torch {torch.__version__} is {why}; use "
+                           "--device cpu")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -199,19 +212,27 @@ class ReferenceCodec:
 
 
 class CompressAICodec:
-  """compressai Cheng2020 (anchor/attn, mse/ms-ssim): real compress/decompress, ANS coder."""
+  """compressai Cheng2020 (anchor/attn, mse/ms-ssim): real compress/decompress, ANS coder.
 
-  def __init__(self, name, weights_dir=None, untrained=False):
+  `device` holds the nets (analysis/synthesis transforms, hyperprior, context model); the ANS
+  coder always runs on CPU inside compressai. The CDF tables are built on CPU before the nets
+  move, and cuDNN is made deterministic, since compressai's decoder must reproduce the
+  encoder's entropy parameters exactly. Encode and decode run on the same device;
+  `cross_device` checks that a bitstream made on `device` decodes the same on CPU.
+  """
+
+  def __init__(self, name, weights_dir=None, untrained=False, device="cpu"):
     _, arch, metric = name.split("-", 2)
     self.name, self.arch, self.metric = name, f"cheng2020-{arch}", metric
-    self.weights_dir, self.untrained = weights_dir, untrained
+    self.weights_dir, self.untrained, self.device = weights_dir, untrained, device
     self._nets = {}
 
   def describe(self) -> str:
     from data_prep import torchvision_stub  # pylint: disable=g-import-not-at-top
     cai = torchvision_stub.import_compressai()
     kind = "untrained (random) weights" if self.untrained else "pretrained weights"
-    return f"compressai {cai.__version__} {self.arch} {self.metric}, {kind}"
+    where = "" if self.device == "cpu" else f", nets on {self.device}"
+    return f"compressai {cai.__version__} {self.arch} {self.metric}, {kind}{where}"
 
   def weight_file(self, quality: int) -> Path:
     """The local weights for `quality`, or CodecUnavailable naming the file to provide."""
@@ -236,9 +257,10 @@ class CompressAICodec:
         f"{self.name} q{quality}: weights not found offline; put {zoo_name} (from {url}) or "
         f"{names[1]} in {where}, or pass --untrained_learned for random weights")
 
-  def _net(self, quality: int):
-    if quality in self._nets:
-      return self._nets[quality]
+  def _net(self, quality: int, device: str | None = None):
+    device = device or self.device
+    if (quality, device) in self._nets:
+      return self._nets[quality, device]
     import torch  # pylint: disable=g-import-not-at-top
     from data_prep import torchvision_stub  # pylint: disable=g-import-not-at-top
     torchvision_stub.install()
@@ -257,11 +279,14 @@ class CompressAICodec:
         raise ValueError(f"{path}: not a state_dict")
       net = type(build(quality=int(quality), metric=self.metric)).from_state_dict(
           load_pretrained(sd))
-    net.eval().update(force=True)
-    self._nets[quality] = net
+    net.eval().update(force=True)  # CDF tables built on CPU, whatever the device
+    if device != "cpu":
+      torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+      net = net.to(device)
+    self._nets[quality, device] = net
     return net
 
-  def compress(self, img, quality):
+  def compress(self, img, quality, device: str | None = None):
     """(strings, shape, padding) of compressai's compress on the zero-padded image."""
     import torch  # pylint: disable=g-import-not-at-top
     import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
@@ -270,19 +295,37 @@ class CompressAICodec:
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
     ph, pw = -h % 64, -w % 64
     pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)  # as compressai's examples: centred
+    net = self._net(quality, device)
     with torch.no_grad():
-      out = self._net(quality).compress(F.pad(x, pad, mode="constant", value=0))
+      out = net.compress(F.pad(x, pad, mode="constant", value=0).to(next(net.parameters()).device))
     return out["strings"], out["shape"], pad
 
-  def __call__(self, img, quality):
+  def decompress(self, strings, shape, pad, size, quality, device: str | None = None):
+    """The uint8 HxWx3 image (`size` = (H, W)) that compressai decodes from `strings`."""
     import torch  # pylint: disable=g-import-not-at-top
-    h, w = img.shape[:2]
-    strings, shape, (l, _, t, _) = self.compress(img, quality)
+    (h, w), (l, _, t, _) = size, pad
     with torch.no_grad():
-      x_hat = self._net(quality).decompress(strings, shape)["x_hat"]
-    x_hat = x_hat[0, :, t:t + h, l:l + w].clamp(0, 1).permute(1, 2, 0).numpy()
+      x_hat = self._net(quality, device).decompress(strings, shape)["x_hat"]
+    x_hat = x_hat[0, :, t:t + h, l:l + w].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return np.floor(x_hat.astype(np.float64) * 255 + 0.5).astype(np.uint8)
+
+  def __call__(self, img, quality):
+    strings, shape, pad = self.compress(img, quality)
     bits = 8.0 * sum(len(s) for group in strings for s in group)
-    return Coded(np.floor(x_hat.astype(np.float64) * 255 + 0.5).astype(np.uint8), bits)
+    return Coded(self.decompress(strings, shape, pad, img.shape[:2], quality), bits)
+
+  def cross_device(self, img, quality) -> dict:
+    """Encodes `img` on this codec's device and on CPU, decodes each bitstream on both:
+    {same_bitstream, portable (the device's bitstream decodes on CPU to the device's own
+    decode), pixels_differ (of that comparison), max_abs_diff}."""
+    strings, shape, pad = self.compress(img, quality)
+    cpu_strings = self.compress(img, quality, "cpu")[0]
+    here = self.decompress(strings, shape, pad, img.shape[:2], quality)
+    on_cpu = self.decompress(strings, shape, pad, img.shape[:2], quality, "cpu")
+    diff = np.abs(here.astype(int) - on_cpu)
+    return {"same_bitstream": strings == cpu_strings,
+            "portable": bool(np.array_equal(here, on_cpu)),
+            "pixels_differ": int(diff.any(-1).sum()), "max_abs_diff": int(diff.max())}
 
 
 PLACEHOLDERS = ("{input}", "{output}", "{bitstream}", "{quality}")
@@ -369,7 +412,7 @@ def make_codec(name: str, options: CodecOptions = CodecOptions()):
     return ReferenceCodec("VTM", options.vtm_encoder, options.vtm_decoder, options.vtm_config,
                           options.full_range)
   if fam == "cheng2020":
-    return CompressAICodec(name, options.weights_dir, options.untrained)
+    return CompressAICodec(name, options.weights_dir, options.untrained, options.device)
   ext = dict(options.external)
   short = name[len("external:"):]
   if short not in ext:
@@ -378,10 +421,30 @@ def make_codec(name: str, options: CodecOptions = CodecOptions()):
   return ExternalCodec(short, ext[short])
 
 
+def probe_image(size: int = 128) -> np.ndarray:
+  """A fixed, image-like uint8 probe (smooth colour ramps plus seeded texture) for the
+  start-up cross-device check, which runs before any input is read."""
+  yy, xx = np.mgrid[0:size, 0:size] / size
+  base = np.stack([xx, yy, 0.5 + 0.5 * np.sin(6 * (xx + yy))], -1) * 200 + 20
+  noise = np.random.default_rng(0).normal(0, 12, base.shape)
+  return np.clip(base + noise, 0, 255).round().astype(np.uint8)
+
+
 def check_available(name: str, qualities, options: CodecOptions):
-  """Fails fast (CodecUnavailable) before any work: binaries, templates, learned weights."""
+  """Fails fast (CodecUnavailable) before any work: binaries, templates, learned weights, and
+  for learned codecs on a GPU, that a bitstream encoded there decodes identically on CPU (the
+  records would otherwise hold a decode nobody else can reproduce)."""
   codec = make_codec(name, options)
-  if isinstance(codec, CompressAICodec) and not options.untrained:
-    for q in qualities:
-      codec.weight_file(q)
+  if isinstance(codec, CompressAICodec):
+    if not options.untrained:
+      for q in qualities:
+        codec.weight_file(q)
+    if options.device != "cpu":
+      for q in qualities:
+        r = codec.cross_device(probe_image(), q)
+        if not r["portable"]:
+          raise CodecUnavailable(
+              f"{name} q{q}: a bitstream encoded on {options.device} decodes differently on "
+              f"CPU ({r['pixels_differ']} pixels differ, max {r['max_abs_diff']}); use "
+              "--device cpu")
   return codec

@@ -14,10 +14,14 @@ Rules (also in data_prep/README.md):
 - Images smaller than `min_size` on either side (after cropping to the scale) are skipped.
 """
 
+import os
+import tempfile
 import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from csr_jax import paths
 
 _ORIENT = 0x0112
 # Pillow's decompression-bomb warning limit (~89.5 MP, 0.25 GB of RGB): larger headers are
@@ -63,7 +67,18 @@ def _to_u8(arr: np.ndarray) -> np.ndarray:
 
 
 def load_rgb(path) -> np.ndarray:
-  """uint8 HWC RGB of an image file, or BadImage with the reason it cannot be used."""
+  """uint8 HWC RGB of an image file, or BadImage with the reason it cannot be used. A URL
+  (`gs://...`) is copied to a local temp file first, then decoded by the same rules."""
+  if paths.is_url(path):
+    try:
+      data = paths.resolve(path).read_bytes()
+    except OSError as e:
+      raise BadImage(f"unreadable ({e.strerror or type(e).__name__})") from None
+    with tempfile.TemporaryDirectory(prefix="csr_hr_") as d:
+      local = os.path.join(d, "image" + os.path.splitext(os.fspath(path))[1])
+      with open(local, "wb") as f:
+        f.write(data)
+      return load_rgb(local)
   try:
     with open(path, "rb") as f:
       head = f.read(32)

@@ -255,7 +255,7 @@ def main(argv=None) -> dict:
   todo, dones = jobs.plan(args.out, args.name, args.split, args.num_shards, items, maker,
                           maker.hash_fields())
   t0 = time.time()
-  dones, lost = jobs.execute(todo, dones, args.workers)
+  dones, lost = jobs.execute(todo, dones, args)
   grid = {}
   for d in dones.values():
     for r in d["records"]:

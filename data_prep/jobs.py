@@ -2,7 +2,9 @@
 the worker pool, and the manifest with its summary.
 
 A job is one shard: a tuple of items (one HR image each: `(path relative to the folder,
-printable name, ...)`) and a picklable `maker` that turns an item into records. Spawned workers
+printable name, ...)`) and a picklable `maker` that turns an item into records. `make_records`
+is the per-image step and `write_shard` the per-shard step of both runners: this machine's
+process pool (default) and the Apache Beam pipeline of `data_prep.beam_runner`. Spawned workers
 each get their own pipe; the parent hands out one job at a time and waits on every pipe and
 process sentinel, so a worker killed by a signal (the OOM killer's SIGKILL) is noticed at once:
 the images of its shard are reported lost, its temp file is removed, the other shards go on,
@@ -30,9 +32,11 @@ from typing import Callable
 
 import numpy as np
 
+from csr_jax import paths
 from csr_jax.data import records
 from data_prep import images
 from data_prep import shards
+from data_prep import tfds_meta
 
 FORMAT = "csr_jax-tfrecord-v2"  # v2: no task_id feature, `encoder` added
 MAX_SCALE = 16
@@ -65,15 +69,43 @@ def user_path(arg: str) -> Path:
   return Path(arg).expanduser()
 
 
+def input_path(arg: str):
+  """An input folder flag: a local path as `user_path`, or a URL (`gs://...`, read through
+  `csr_jax.paths`) left as typed, for Beam workers that read their images from a bucket."""
+  return paths.resolve(arg) if paths.is_url(arg) else user_path(arg)
+
+
+def join(root, rel: str):
+  """`root`/`rel` for a local folder or a URL (pathlib would turn `gs://b` into `gs:/b`)."""
+  return paths.resolve(root) / rel if paths.is_url(root) else Path(root) / rel
+
+
+def out_path(arg: str):
+  """The `--out` folder as a `csr_jax.paths` path: local paths absolute, URLs unchanged."""
+  try:
+    return paths.resolve(arg)
+  except ValueError:
+    raise argparse.ArgumentTypeError("empty path") from None
+
+
 def add_output_flags(p: argparse.ArgumentParser, *, split: str, min_size: int) -> None:
   """The flags prepare and ingest share: where and how shards are written, the HR rules."""
-  p.add_argument("--out", required=True, type=user_path,
-                 help="output folder for shards + manifest")
+  p.add_argument("--out", required=True, type=out_path,
+                 help="output folder for shards + manifest (a local path, or gs://... on a "
+                      "Beam runner whose workers reach the bucket)")
   p.add_argument("--scale", type=int, default=4,
                  help=f"HR size / LR size, 1-{MAX_SCALE} (1 = restoration only)")
   p.add_argument("--num_shards", type=int, default=1)
   p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                 help="worker processes (0 = run in this process)")
+                 help="worker processes (0 = run in this process); with --runner beam and no "
+                      "--beam_pipeline_options, the DirectRunner's worker count")
+  p.add_argument("--runner", choices=("local", "beam"), default="local",
+                 help="local: this machine's process pool; beam: an Apache Beam pipeline "
+                      "(the `beam` extra), same records")
+  p.add_argument("--beam_pipeline_options", default=None, metavar="FLAGS",
+                 help="Beam pipeline flags in one string after '=', split like a shell (none "
+                      "runs), e.g. --beam_pipeline_options='--runner=DirectRunner "
+                      "--direct_num_workers=2'")
   p.add_argument("--name", default="csr", help="dataset name in shard file names")
   p.add_argument("--split", default=split)
   p.add_argument("--crop_to_multiple", action=argparse.BooleanOptionalAction, default=True,
@@ -90,6 +122,18 @@ def check_output_flags(args) -> None:
     fail("--num_shards must be >= 1, --workers and --min_size >= 0")
   check_name("--name", args.name)
   check_name("--split", args.split)
+  if args.runner == "beam":
+    try:
+      from data_prep import beam_runner  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      fail(f"--runner beam needs apache-beam ({e}); install the `beam` extra: "
+           "pip install -e '.[beam]'")
+    try:
+      args.beam_args = beam_runner.pipeline_args(args.beam_pipeline_options, args.workers)
+    except ValueError as e:
+      fail(str(e))
+  elif args.beam_pipeline_options is not None:
+    fail("--beam_pipeline_options needs --runner beam")
 
 
 def _stat_problem(err: OSError, is_link: bool) -> str:
@@ -108,6 +152,8 @@ def list_files(root: Path) -> tuple[list[tuple[str, str]], list[dict]]:
   loops, unreadable folders, anything that is not a regular file and names that clash once
   made printable are reported, never dropped silently.
   """
+  if paths.is_url(root):
+    return _list_url(paths.resolve(root))
   root = Path(root)
   if not root.is_dir():
     fail(f"{root}: not a directory")
@@ -157,6 +203,17 @@ def list_files(root: Path) -> tuple[list[tuple[str, str]], list[dict]]:
   return out, sorted(problems, key=lambda p: p["source"])
 
 
+def _list_url(root) -> tuple[list[tuple[str, str]], list[dict]]:
+  """`list_files` for a bucket: objects under the prefix, sorted, hidden names left out (object
+  stores have no links, permissions per file or special files)."""
+  if not root.is_dir():
+    fail(f"{root}: not a directory")
+  base = os.fspath(root).rstrip("/") + "/"
+  rels = sorted(os.fspath(p)[len(base):] for p in root.rglob("*") if p.is_file())
+  rels = [r for r in rels if not any(part.startswith(".") for part in r.split("/"))]
+  return [(r, safe_name(r)) for r in rels], []
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardJob:
   out_dir: str
@@ -174,30 +231,31 @@ def _orphaned() -> bool:
   return _parent is not None and os.getppid() != _parent
 
 
-def process_shard(job: ShardJob, progress: Callable | None = None) -> dict:
-  """Writes one shard and returns its `.done` info; a bad item is skipped with its reason."""
-  writer = shards.ShardWriter(Path(job.out_dir), job.shard_file)
+def make_records(maker, item) -> tuple[list, list[dict]]:
+  """The per-image step of every runner: item -> ([(features, summary)], skipped entries).
+  A bad image is skipped with its reason; other errors propagate (they lose the shard, which a
+  re-run redoes). Records stay feature dicts until written: an image's records share one HR
+  PNG until then."""
+  try:
+    made, lost = maker(item)
+  except images.BadImage as e:
+    return [], [{"source": item[1], "reason": str(e)}]
+  except MemoryError:
+    return [], [{"source": item[1], "reason": "out of memory"}]
+  return list(made), list(lost)
+
+
+def write_shard(job: ShardJob, results, exclusive: bool = True) -> dict:
+  """The per-shard step of every runner: writes `results` (`make_records` outputs, one per
+  item in item order, possibly a generator) as the job's shard and returns its `.done` info.
+  Nothing is published unless every item got through."""
+  writer = shards.ShardWriter(job.out_dir, job.shard_file, exclusive)
   recs, skipped = [], []
   try:
-    for item in job.items:
-      if _orphaned():
-        raise SystemExit("parent process died")
-      try:
-        made, lost = job.maker(item)
-      except images.BadImage as e:
-        skipped.append({"source": item[1], "reason": str(e)})
-      except MemoryError:
-        skipped.append({"source": item[1], "reason": "out of memory"})
-      else:
-        for features, summary in made:
-          recs.append(dict(summary, bytes=writer.write(features)))
-        skipped.extend(lost)
-      if job.sleep_per_image:
-        time.sleep(job.sleep_per_image)
-      if progress is not None:
-        progress(1)
-    if _orphaned():
-      raise SystemExit("parent process died")
+    for made, lost in results:
+      for features, summary in made:
+        recs.append(dict(summary, bytes=writer.write(features)))
+      skipped.extend(lost)
     return writer.commit({"config_hash": job.config_hash, "records": recs, "skipped": skipped,
                           "sources": [it[1] for it in job.items]})
   except BaseException:
@@ -205,15 +263,38 @@ def process_shard(job: ShardJob, progress: Callable | None = None) -> dict:
     raise
 
 
+def process_shard(job: ShardJob, progress: Callable | None = None) -> dict:
+  """Computes and writes one shard in this process and returns its `.done` info."""
+  def results():
+    for item in job.items:
+      if _orphaned():
+        raise SystemExit("parent process died")
+      yield make_records(job.maker, item)
+      if job.sleep_per_image:
+        time.sleep(job.sleep_per_image)
+      if progress is not None:
+        progress(1)
+    if _orphaned():
+      raise SystemExit("parent process died")
+  return write_shard(job, results())
+
+
+def worker_setup() -> None:
+  """Once per worker process of any runner: the workers are the parallelism, so torch (the
+  learned codecs) gets one thread, which also keeps its results independent of the machine.
+  torch reads OMP_NUM_THREADS when first imported, so workers that never code with a learned
+  codec do not pay for importing it."""
+  if "torch" in sys.modules:
+    sys.modules["torch"].set_num_threads(1)
+  else:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
 def _worker(conn) -> None:
   """Runs the jobs the parent sends until it sends None or goes away."""
   global _parent
   _parent = os.getppid()
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(1)  # workers are the parallelism
-  except ImportError:
-    pass
+  worker_setup()
   while True:
     try:
       job = conn.recv()
@@ -241,8 +322,8 @@ def _how_it_died(code) -> str:
   return f"exited with status {code}"
 
 
-def _lost(job: ShardJob, why: str) -> list[dict]:
-  shards.clean_partial(Path(job.out_dir), job.shard_file)
+def lost_job(job: ShardJob, why: str) -> list[dict]:
+  shards.clean_partial(job.out_dir, job.shard_file)
   reason = f"lost: {why} while writing {job.shard_file}; re-run the same command to redo it"
   print(f"error: {reason} ({len(job.items)} images)", file=sys.stderr)
   return [{"source": it[1], "reason": reason} for it in job.items]
@@ -302,7 +383,7 @@ def run_jobs(jobs: list[ShardJob], workers: int, progress: Callable) -> tuple[di
         if kind == "done":
           results[s.job.shard_file] = value
         else:
-          lost.extend(_lost(s.job, f"worker error ({value})"))
+          lost.extend(lost_job(s.job, f"worker error ({value})"))
         s.job = None
         if not exited:
           feed(s)
@@ -311,7 +392,7 @@ def run_jobs(jobs: list[ShardJob], workers: int, progress: Callable) -> tuple[di
       if s in slots and (exited or eof):
         s.proc.join()
         if s.job is not None:
-          lost.extend(_lost(s.job, f"the worker (pid {s.proc.pid}) was "
+          lost.extend(lost_job(s.job, f"the worker (pid {s.proc.pid}) was "
                                    f"{_how_it_died(s.proc.exitcode)}"))
         slots.remove(s)
         s.conn.close()
@@ -327,22 +408,23 @@ def config_hash(fields: dict) -> str:
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def plan(out: Path, name: str, split: str, num_shards: int, items: list, maker,
+def plan(out, name: str, split: str, num_shards: int, items: list, maker,
          hash_fields: dict, sleep_per_image: float = 0.0) -> tuple[list[ShardJob], dict]:
   """(jobs still to run, {shard file: .done info} of verified complete shards).
 
   Items go round robin to shards. An `--out` that holds shards of another set (another name,
   split or shard count) is refused: a mixed folder is how stale shards get read twice.
   """
+  out = paths.resolve(out)
   out.mkdir(parents=True, exist_ok=True)
   mine = [shards.shard_name(name, split, i, num_shards) for i in range(num_shards)]
   foreign = sorted(p.name for p in out.iterdir()
                    if records.SHARD_RE.fullmatch(p.name) and p.name not in mine)
   if foreign:
     m = records.SHARD_RE.fullmatch(foreign[0])
-    fail(f"--out {out} already holds {len(foreign)} shard(s) of another set ({m['stem']}, "
-         f"{int(m['count'])} shards, e.g. {foreign[0]}); use a new --out, or the same --name, "
-         "--split and --num_shards to resume")
+    fail(f"--out {paths.display(out)} already holds {len(foreign)} shard(s) of another set "
+         f"({m['stem']}, {int(m['count'])} shards, e.g. {foreign[0]}); use a new --out, or the "
+         "same --name, --split and --num_shards to resume")
   jobs, dones = [], {}
   for i, file in enumerate(mine):
     its = tuple(items[i::num_shards])
@@ -355,19 +437,23 @@ def plan(out: Path, name: str, split: str, num_shards: int, items: list, maker,
     if done is not None:
       dones[file] = done
     else:
-      jobs.append(ShardJob(str(out), file, its, maker, h, sleep_per_image))
+      jobs.append(ShardJob(os.fspath(out), file, its, maker, h, sleep_per_image))
   if dones:
     print(f"resuming: {len(dones)} of {num_shards} shards complete and verified",
           file=sys.stderr)
   return jobs, dones
 
 
-def execute(jobs: list[ShardJob], dones: dict, workers: int) -> tuple[dict, list]:
-  """Runs the jobs with a progress bar; (all .done infos by shard file, lost images)."""
+def execute(jobs: list[ShardJob], dones: dict, args) -> tuple[dict, list]:
+  """Runs the jobs on `args.runner`; (all .done infos by shard file, lost images)."""
+  if args.runner == "beam":
+    from data_prep import beam_runner  # pylint: disable=g-import-not-at-top
+    results, lost = beam_runner.run(jobs, args.beam_args)
+    return {**dones, **results}, lost
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   bar = tqdm(total=sum(len(j.items) for j in jobs), unit="img", desc="shards", file=sys.stderr)
   try:
-    results, lost = run_jobs(jobs, workers, bar.update)
+    results, lost = run_jobs(jobs, args.workers, bar.update)
   finally:
     bar.close()
   return {**dones, **results}, lost
@@ -453,11 +539,13 @@ def summarize(manifest: dict) -> str:
   return "\n".join(lines)
 
 
-def finish(out: Path, manifest: dict, t0: float) -> dict:
-  """Writes the manifest, prints the summary; exit status 1 only if nothing usable came out."""
+def finish(out, manifest: dict, t0: float) -> dict:
+  """Writes the manifest and the tfds metadata, prints the summary; exit status 1 only if
+  nothing usable came out."""
+  tfds_meta.write(out, manifest)
   path = shards.write_manifest(out, manifest)
   print(summarize(manifest))
-  print(f"done in {time.time() - t0:.1f} s -> {path}")
+  print(f"done in {time.time() - t0:.1f} s -> {paths.display(path)}")
   if not manifest["counts"]["records"]:
     fail(f"no usable image: all {manifest['counts']['sources']} inputs skipped (reasons above "
          f"and in {path})")

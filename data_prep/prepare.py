@@ -4,7 +4,9 @@
       --codec hevc:32,37 --num_shards 4 --workers 2 [--grid ucip|promptcir|cisr|promptsr]
 
 Images (sorted relative paths) go round robin to shards; each spawned worker writes whole
-shards, so a shard is written by one process. A re-run after a crash keeps the shards whose
+shards, so a shard is written by one process. `--runner beam` runs the same per-image and
+per-shard steps as an Apache Beam pipeline (data_prep/beam_runner.py) and writes the same
+bytes. A re-run after a crash keeps the shards whose
 `.done` checksum verifies, redoes the rest, then writes manifest.json atomically. Bad inputs
 are skipped and reported (summary and manifest); the exit status is 1 only if no image was
 usable.
@@ -13,9 +15,9 @@ usable.
 import argparse
 import dataclasses
 import hashlib
+import os
 import sys
 import time
-from pathlib import Path
 
 from csr_jax.data import tasks
 from data_prep import codecs
@@ -54,13 +56,17 @@ class Degrade:
   crop: bool
 
   def hash_fields(self) -> dict:
-    """What the records depend on (not where the input folder is)."""
-    return {k: v for k, v in dataclasses.asdict(self).items() if k != "hr_dir"}
+    """What the records depend on (not where the input folder is; the device only when it is
+    not the CPU, so outputs made before `--device` existed still resume)."""
+    out = {k: v for k, v in dataclasses.asdict(self).items() if k != "hr_dir"}
+    if out["options"]["device"] == "cpu":
+      del out["options"]["device"]
+    return out
 
   def __call__(self, item):
     from data_prep import imresize  # pylint: disable=g-import-not-at-top
     rel, name = item
-    hr = images.prepare_hr(Path(self.hr_dir) / rel, self.scale, self.min_size, self.crop)
+    hr = images.prepare_hr(jobs.join(self.hr_dir, rel), self.scale, self.min_size, self.crop)
     lr = imresize.downscale_uint8(hr, self.scale)
     settings = [(c, q, False) for c, qs in self.grid for q in qs] + [
         (c, random_quality(self.seed, c, name, lo, hi), True) for c, lo, hi in self.random]
@@ -92,8 +98,8 @@ def resolve_grid(grid_name, codec_args) -> list[tuple[str, tuple[int, ...]]]:
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__.split(
       "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--hr_dir", required=True, type=jobs.user_path,
-                 help="folder of lossless HR images")
+  p.add_argument("--hr_dir", required=True, type=jobs.input_path,
+                 help="folder of lossless HR images (local, or gs://... for Beam workers)")
   jobs.add_output_flags(p, split="train", min_size=64)
   p.add_argument("--codec", action="append", default=[],
                  help="NAME:Q1,Q2 (jpeg, webp, hevc, vvc, cheng2020-{anchor,attn}-{mse,ms-ssim}, "
@@ -113,6 +119,9 @@ def parse_args(argv=None):
   p.add_argument("--weights_dir", help="compressai weights (zoo file names or NAME-Q.pth)")
   p.add_argument("--untrained_learned", action="store_true",
                  help="random compressai weights (plumbing tests only)")
+  p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                 help="torch device of the learned codecs' nets (the entropy coder stays on "
+                      "CPU); cuda is checked at start: its bitstreams must decode the same on CPU")
   p.add_argument("--external", action="append", default=[], metavar="NAME=TEMPLATE",
                  help="command for external:NAME with {input} {output} [{bitstream}] [{quality}]")
   p.add_argument("--yuv_range", choices=("full", "limited"), default="full",
@@ -122,6 +131,10 @@ def parse_args(argv=None):
   jobs.check_output_flags(args)
   if args.max_images is not None and args.max_images < 1:
     jobs.fail(f"--max_images {args.max_images}: must be >= 1 (leave it out for all files)")
+  try:
+    codecs.check_device(args.device)
+  except codecs.CodecUnavailable as e:
+    jobs.fail(str(e))
   return args
 
 
@@ -136,7 +149,7 @@ def _options(args) -> codecs.CodecOptions:
       hm_encoder=args.hm_encoder, hm_decoder=args.hm_decoder, hm_config=args.hm_config,
       vtm_encoder=args.vtm_encoder, vtm_decoder=args.vtm_decoder, vtm_config=args.vtm_config,
       weights_dir=args.weights_dir, untrained=args.untrained_learned, external=tuple(ext),
-      full_range=args.yuv_range == "full")
+      full_range=args.yuv_range == "full", device=args.device)
 
 
 def _settings(args):
@@ -204,12 +217,12 @@ def main(argv=None) -> dict:
     items = items[:args.max_images]
   if not items and not problems:
     jobs.fail(f"--hr_dir {args.hr_dir}: no files")
-  maker = Degrade(str(args.hr_dir), args.scale, tuple(grid), tuple(random), args.seed,
+  maker = Degrade(os.fspath(args.hr_dir), args.scale, tuple(grid), tuple(random), args.seed,
                   tuple(describe.items()), options, args.min_size, args.crop_to_multiple)
   todo, dones = jobs.plan(args.out, args.name, args.split, args.num_shards, items, maker,
                           maker.hash_fields(), args.sleep_per_image)
   t0 = time.time()
-  dones, lost = jobs.execute(todo, dones, args.workers)
+  dones, lost = jobs.execute(todo, dones, args)
   grid_info = [{"codec": n, "qualities": list(qs), "implementation": describe[n]}
                for n, qs in grid] + [
                    {"codec": n, "random_quality": [lo, hi], "seed": args.seed,
@@ -220,7 +233,8 @@ def main(argv=None) -> dict:
       num_sources=len(items) + len(problems),
       options={"min_size": args.min_size, "crop_to_multiple": args.crop_to_multiple,
                "yuv_range": "full" if options.full_range else "limited",
-               "untrained_learned": options.untrained, "grid": args.grid},
+               "untrained_learned": options.untrained, "grid": args.grid,
+               "device": options.device},
       warnings=warnings, tool="data_prep.prepare")
   return jobs.finish(args.out, manifest, t0)
 

@@ -4,17 +4,25 @@ A shard under its final name is complete: its `.idx` and `.done` were renamed in
 before it. `.done` holds the shard's sha256, record count, configuration hash and the per-record
 summary, so a re-run can skip verified shards without decoding them. Anything else (hidden temp
 files, an index or `.done` without its shard, a checksum mismatch) is redone from scratch.
+
+Output folders are `csr_jax.paths` paths (etils.epath). A local folder gets temp files, fsync
+and atomic renames. A URL (`gs://...`, for Beam workers writing to a bucket) gets each object
+uploaded whole, in the same order (index, `.done`, shard), since an object store publishes an
+object only once its upload completes; the shard is staged in a local temp file first.
 """
 
 import hashlib
 import io
 import json
 import os
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from csr_jax import paths
 from csr_jax.data import records
 from data_prep import codecs
 
@@ -53,22 +61,35 @@ def examples(source: str, scale: int, hr: np.ndarray, clean: np.ndarray, degrade
 
 def sha256_file(path) -> str:
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with _open(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       h.update(chunk)
   return h.hexdigest()
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def _open(path, mode: str):
+  """Builtin open on local files (as before), epath's on URLs."""
+  return paths.resolve(path).open(mode) if paths.is_url(path) else open(path, mode)
+
+
+def write_json(path, obj, tag=None) -> None:
+  """JSON to `path`: locally fsync'd temp file + rename, on URLs one whole-object write."""
+  text = json.dumps(obj, indent=1, sort_keys=True)
+  if paths.is_url(path):
+    paths.resolve(path).write_text(text)
+    return
+  path = Path(path)
+  tmp = path.with_name(f".{path.name}.tmp-{tag or os.getpid()}")
   with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
+    f.write(text)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path) -> None:
+  if paths.is_url(path):
+    return
   fd = os.open(path, os.O_RDONLY)
   try:
     os.fsync(fd)
@@ -76,20 +97,32 @@ def _fsync_dir(path: Path) -> None:
     os.close(fd)
 
 
-def clean_partial(out_dir: Path, shard_file: str) -> None:
-  """Removes the debris of an interrupted attempt at this shard."""
-  for p in out_dir.glob(f".{shard_file}.*"):
+def shard_files(out_dir, shard_file: str) -> tuple:
+  """(shard, index, .done) paths of a shard in `out_dir`, as `csr_jax.paths` paths (a URL stays
+  a URL: `gs://b/x` gives `gs://b/x/<shard>`)."""
+  out_dir = paths.resolve(out_dir)
+  return tuple(out_dir / (shard_file + s) for s in ("", ".idx", ".done"))
+
+
+def remove_temps(out_dir, shard_file: str) -> None:
+  """Removes hidden temp files of attempts at this shard (not its published files)."""
+  for p in paths.resolve(out_dir).glob(f".{shard_file}.*"):
     p.unlink(missing_ok=True)
-  for suffix in (".idx", ".done"):
-    (out_dir / (shard_file + suffix)).unlink(missing_ok=True)
 
 
-def load_done(out_dir: Path, shard_file: str, config_hash: str):
+def clean_partial(out_dir, shard_file: str) -> None:
+  """Removes the debris of an interrupted attempt at this shard."""
+  remove_temps(out_dir, shard_file)
+  for p in shard_files(out_dir, shard_file)[1:]:
+    p.unlink(missing_ok=True)
+
+
+def load_done(out_dir, shard_file: str, config_hash: str):
   """The `.done` dict of a complete, checksum-verified shard; None if it must be (re)done.
 
   Raises ValueError when the shard is complete but was made with another configuration.
   """
-  shard, idx, done = (out_dir / (shard_file + s) for s in ("", ".idx", ".done"))
+  shard, idx, done = shard_files(out_dir, shard_file)
   if not (shard.is_file() and idx.is_file() and done.is_file()):
     return None
   try:
@@ -102,7 +135,7 @@ def load_done(out_dir: Path, shard_file: str, config_hash: str):
   if info.get("sha256") != sha256_file(shard):
     return None
   try:
-    if len(records.read_index(idx)) != info.get("num_records"):
+    if len(records.parse_index(idx.read_bytes(), os.fspath(idx))) != info.get("num_records"):
       return None
   except records.RecordError:
     return None
@@ -110,32 +143,58 @@ def load_done(out_dir: Path, shard_file: str, config_hash: str):
 
 
 class ShardWriter:
-  """Writes one shard under a hidden temp name; `commit` publishes it atomically."""
+  """Writes one shard under a hidden temp name; `commit` publishes it atomically.
 
-  def __init__(self, out_dir: Path, shard_file: str):
-    self.out_dir, self.shard_file = Path(out_dir), shard_file
-    clean_partial(self.out_dir, shard_file)
-    self.tmp = self.out_dir / f".{shard_file}.tmp-{os.getpid()}"
+  `exclusive` (the local pool: one writer per shard) first removes every earlier attempt's
+  debris. Beam may run two attempts at one shard at once (a retry beside a straggler), so its
+  writers use a temp name of their own and leave other files alone; both publish the same
+  bytes.
+  """
+
+  def __init__(self, out_dir, shard_file: str, exclusive: bool = True):
+    self.out_dir, self.shard_file = paths.resolve(out_dir), shard_file
+    self.url = paths.is_url(self.out_dir)
+    if exclusive:
+      clean_partial(self.out_dir, shard_file)
+    tag = f"{os.getpid()}" if exclusive else f"{uuid.uuid4().hex[:8]}-{os.getpid()}"
+    if self.url:
+      fd, tmp = tempfile.mkstemp(prefix=f".{shard_file}.tmp-{tag}")
+      os.close(fd)
+      self.tmp = Path(tmp)
+    else:
+      self.tmp = Path(self.out_dir / f".{shard_file}.tmp-{tag}")
+    self._tag = tag
     self._w = records.TFRecordWriter(str(self.tmp))
 
   def write(self, features: dict) -> int:
+    """Appends one record; its framed size in bytes."""
     payload = records.encode_example(features)
     self._w.write(payload)
     return len(payload) + 16
 
   def commit(self, info: dict) -> dict:
     self._w.close()
-    final = self.out_dir / self.shard_file
-    idx_tmp = self.out_dir / f".{self.shard_file}.idx.tmp-{os.getpid()}"
-    records.write_index(self._w.index, str(idx_tmp))
-    with open(idx_tmp, "rb+") as f:
-      os.fsync(f.fileno())
+    final, idx, done = shard_files(self.out_dir, self.shard_file)
+    index = records.index_text(self._w.index)
     info = dict(info, sha256=sha256_file(self.tmp), num_records=len(self._w.index),
                 bytes=self.tmp.stat().st_size, file=self.shard_file,
                 index=self.shard_file + ".idx")
-    os.replace(idx_tmp, final.with_name(self.shard_file + ".idx"))
-    _write_json_atomic(final.with_name(self.shard_file + ".done"), info)
-    os.replace(self.tmp, final)
+    if self.url:
+      idx.write_text(index)
+      write_json(done, info)
+      with open(self.tmp, "rb") as src, final.open("wb") as dst:
+        for chunk in iter(lambda: src.read(1 << 24), b""):
+          dst.write(chunk)
+      self.tmp.unlink(missing_ok=True)
+      return info
+    idx_tmp = Path(self.out_dir / f".{self.shard_file}.idx.tmp-{self._tag}")
+    with open(idx_tmp, "w") as f:
+      f.write(index)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(idx_tmp, Path(idx))
+    write_json(done, info, self._tag)
+    os.replace(self.tmp, Path(final))
     _fsync_dir(self.out_dir)
     return info
 
@@ -147,8 +206,9 @@ class ShardWriter:
     self.tmp.unlink(missing_ok=True)
 
 
-def write_manifest(out_dir: Path, manifest: dict) -> Path:
-  path = Path(out_dir) / "manifest.json"
-  _write_json_atomic(path, manifest)
-  _fsync_dir(Path(out_dir))
+def write_manifest(out_dir, manifest: dict):
+  out_dir = paths.resolve(out_dir)
+  path = out_dir / "manifest.json"
+  write_json(path, manifest)
+  _fsync_dir(out_dir)
   return path

@@ -75,10 +75,14 @@ def scan_offsets(path: str, check_crc: bool = True) -> list[tuple[int, int]]:
   return out
 
 
-def write_index(records: list[tuple[int, int]], path: str) -> None:
+def index_text(records: list[tuple[int, int]]) -> str:
   """Sidecar index in the `tfrecord` package's format: 'offset length' per line."""
+  return "".join(f"{o} {n}\n" for o, n in records)
+
+
+def write_index(records: list[tuple[int, int]], path: str) -> None:
   with open(path, "w") as f:
-    f.writelines(f"{o} {n}\n" for o, n in records)
+    f.write(index_text(records))
 
 
 def read_index(path) -> list[tuple[int, int]]:
@@ -89,6 +93,12 @@ def read_index(path) -> list[tuple[int, int]]:
     data = paths.resolve(path).read_bytes()
   except OSError as e:
     raise RecordError(f"{path}: cannot read the index ({e.strerror or e})") from None
+  return parse_index(data, path)
+
+
+def parse_index(data: bytes, path: str = "?") -> list[tuple[int, int]]:
+  """`read_index` on the bytes of an index, for callers that read files themselves; `path`
+  names it in errors."""
   try:
     text = data.decode("ascii")
   except UnicodeDecodeError as e:
