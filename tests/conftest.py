@@ -15,6 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 # same train step or model (two training stages, a resumed run), which then compiles once.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "2")
+# gs:// through gcsfs (which the tests point at a local GCS emulator), not tf.io.gfile: with
+# TensorFlow installed (the tfds tests need it) epath would pick gfile, decided once per process.
+os.environ.setdefault("EPATH_USE_TF", "false")
 SHARED = Path(os.environ.get("CSR_SHARED", REPO.parent / "shared"))
 DATASETS = SHARED / "datasets"
 
