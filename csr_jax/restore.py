@@ -33,6 +33,7 @@ size, out_size, seconds, status). The exit status is 1 only when nothing was res
 
 import csv
 import dataclasses
+import glob
 import io
 import os
 import struct
@@ -459,7 +460,10 @@ def collect(spec: str, output=None) -> tuple[object, list]:
     parts = os.fspath(where).split(os.sep)
     k = next(i for i, part in enumerate(parts) if _is_glob(part))
     base = paths.resolve(os.sep.join(parts[:k]) or os.sep)
-    return base, sorted(f for f in base.glob(os.sep.join(parts[k:])) if f.is_file())
+    if paths.is_url(where):  # epath globs object stores, without '**'
+      return base, sorted(f for f in base.glob(os.sep.join(parts[k:])) if f.is_file())
+    found = glob.glob(os.fspath(where), recursive=True)  # epath has no local '**' either
+    return base, sorted(paths.resolve(f) for f in found if os.path.isfile(f))
   raise FileNotFoundError(f"--input {spec}: no such file, folder or pattern")
 
 
@@ -551,12 +555,13 @@ def main(argv):
   t0 = time.perf_counter()
   rows = restore_files(restorer, base, files, FLAGS.output, skip_existing=FLAGS.skip_existing)
   ok = sum(r["status"] == "ok" for r in rows)
+  there = sum(r["status"] == "exists" for r in rows)
   seconds = time.perf_counter() - t0
   print(f"restored {ok} of {len(rows)} image(s) in {seconds:.1f} s "
         f"({ok / max(seconds, 1e-9):.2f} images/s) to {paths.display(paths.resolve(FLAGS.output))}"
-        f"; {len(rows) - ok - sum(r['status'] == 'exists' for r in rows)} skipped; restore.csv",
-        file=sys.stderr)
-  return 0 if ok or any(r["status"] == "exists" for r in rows) else 1
+        f"; {len(rows) - ok - there} skipped{f', {there} already there' if there else ''}; "
+        "restore.csv", file=sys.stderr)
+  return 0 if ok or there else 1
 
 
 if __name__ == "__main__":
