@@ -20,11 +20,17 @@ name). Rules for what an image is:
   - Colour: RGB as is; CMYK, YCbCr, palette and others are converted to RGB (a palette with
     transparency to RGBA). Grayscale (1-bit, 8-bit, 16-bit) goes through the model as three
     equal channels and is written back as grayscale, the BT.601 luma of the output.
-  - Depth: 16-bit PNGs (grayscale through Pillow, RGB/RGBA through PyAV when installed) are fed
-    at full precision (value / 65535) and written as 16-bit; everything else is 8-bit.
+  - Depth: 16-bit PNGs (grayscale through Pillow; RGB, RGBA and gray + alpha through PyAV,
+    the prep extra, else at 8 bits) are fed at full precision (value / 65535) and written as
+    16-bit; everything else is 8-bit.
   - Alpha (RGBA, LA, transparent palettes) is not restored: kept as is at x1, and upscaled with
     Pillow's bicubic for SR models; colours are restored as stored (straight alpha).
   - The ICC profile is carried over; other metadata (EXIF included) is not.
+Tiles (--tile, overlap 32 unless given): --tile_blend mean (the default, as the official
+scripts) averages overlapping tiles; stitch cuts each overlap in the middle, so a model with
+receptive radius r and no image-wide statistics gives exactly its untiled output when
+--tile_overlap >= 2 r. UCIP and PromptCIR normalise or pool over the whole image: any tiling
+changes their output (the seam error; benchmarks/restore_memory.py measures it).
 Each output is written through a temporary file and renamed, row bands as the model finishes
 them (so with --tile, memory is bounded by the tile). A file that cannot be read or restored is
 skipped with a one-line reason; `restore.csv` in --output lists every file (file, output, mode,
@@ -78,6 +84,7 @@ flags.mark_flags_as_required(["input", "output"])
 FLAGS = flags.FLAGS
 
 DEFAULT_OVERLAP = 32
+BIG = 2 ** 22  # input pixels past which an untiled run may not fit in memory: say --tile
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert('L')
 
 
@@ -273,12 +280,18 @@ def _png_depth(head: bytes) -> tuple[int, int] | None:
   return None
 
 
-def _decode_av(data: bytes, alpha: bool) -> np.ndarray:
-  """16-bit RGB(A) PNG through PyAV (ffmpeg): Pillow has no 16-bit colour modes."""
+# 16-bit PNG colour types Pillow reads at 8 bits: type -> (mode, PyAV format, channels kept).
+_PNG16 = {2: ("RGB;16", "rgb48le", [0, 1, 2]), 6: ("RGBA;16", "rgba64le", [0, 1, 2, 3]),
+          4: ("LA;16", "rgba64le", [0, 3])}
+
+
+def _decode_av(data: bytes, color_type: int) -> np.ndarray:
+  """A 16-bit colour or gray + alpha PNG through PyAV (ffmpeg), at full depth."""
   import av
+  _, fmt, keep = _PNG16[color_type]
   with av.open(io.BytesIO(data)) as container:
     frame = next(container.decode(video=0))
-    return frame.to_ndarray(format="rgba64le" if alpha else "rgb48le")
+    return np.ascontiguousarray(frame.to_ndarray(format=fmt)[..., keep])
 
 
 def read(path) -> Picture:
@@ -293,12 +306,11 @@ def read(path) -> Picture:
       mode, icc = im.mode, im.info.get("icc_profile")
       orientation = im.getexif().get(0x0112, 1)
       png = _png_depth(data[:32])
-      if png and png[0] == 16 and png[1] in (2, 6):
+      if png and png[0] == 16 and png[1] in _PNG16:
         try:
-          pixels = _decode_av(data, png[1] == 6)
-          mode = "RGBA;16" if png[1] == 6 else "RGB;16"
+          pixels, mode = _decode_av(data, png[1]), _PNG16[png[1]][0]
         except ImportError:  # no PyAV: Pillow's 8 bits
-          pixels = np.asarray(im.convert("RGBA" if png[1] == 6 else "RGB"))
+          pixels = np.asarray(im.convert({2: "RGB", 4: "LA", 6: "RGBA"}[png[1]]))
       elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(im)
         if a.dtype != np.uint16 and (a.min() < 0 or a.max() > 65535):
@@ -487,7 +499,7 @@ def restore_files(restorer: Restorer, base, files, output, *, skip_existing: boo
   from csr_jax import paths
   out = paths.resolve(output)
   out.mkdir(parents=True, exist_ok=True)
-  rows = []
+  rows, warned = [], False
   start, done = time.perf_counter(), 0
   with (out / "restore.csv").open("w") as fh, tqdm(
       total=len(files), unit="img", file=sys.stderr, disable=not progress,
@@ -506,6 +518,10 @@ def restore_files(restorer: Restorer, base, files, output, *, skip_existing: boo
           pic = read(src)
           row["mode"] = pic.mode
           row["size"] = f"{pic.pixels.shape[1]}x{pic.pixels.shape[0]}"
+          if not restorer.protocol.tile and pic.pixels[..., 0].size > BIG and not warned:
+            bar.write(f"note: {rel} is {row['size']}, restored untiled; if memory runs out, "
+                      "pass --tile 256", file=sys.stderr)
+            warned = True
           ow, oh = restore_image(restorer, pic, target)
           row["out_size"] = f"{ow}x{oh}"
           done += 1

@@ -22,14 +22,14 @@ from csr_jax.torch_twins import promptcir as pcir_twin
 from tests.conftest import kodak_crop, kodak_path, run_module
 from tests.shards import kodak_u8
 
-def _png16_rgb(path, a: np.ndarray):
-  """A 16-bit RGB PNG (filter 0), written here because Pillow has no 16-bit colour mode."""
+def _png16(path, a: np.ndarray):
+  """A 16-bit RGB or gray + alpha PNG (filter 0), written here: Pillow writes neither."""
   chunk = lambda k, d: struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
-  h, w, _ = a.shape
+  h, w, c = a.shape
   raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in a)
-  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0,
-                                                                      0, 0))
-                   + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+  ihdr = struct.pack(">IIBBBBB", w, h, 16, {2: 4, 3: 2}[c], 0, 0, 0)
+  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+                   + chunk(b"IEND", b""))
 
 
 def _half(name: str, top: int, left: int) -> np.ndarray:
@@ -39,15 +39,16 @@ def _half(name: str, top: int, left: int) -> np.ndarray:
   return np.round(a * 65535 / 255).astype(np.uint16)
 
 
-def _read16(path) -> np.ndarray:
+def _read16(path, fmt: str = "rgb48le") -> np.ndarray:
   with av.open(str(path)) as c:
-    return next(c.decode(video=0)).to_ndarray(format="rgb48le")
+    return next(c.decode(video=0)).to_ndarray(format=fmt)
 
 
 @pytest.fixture(scope="module")
 def photos(trained_run):
   """A folder as users have them: Kodak PNGs (one in a subfolder), a JPEG, grayscale, RGBA,
-  16-bit gray and RGB PNGs, a palette PNG, an EXIF-rotated JPEG, a broken PNG and a text file.
+  16-bit gray, RGB and gray + alpha PNGs, a palette PNG, an EXIF-rotated JPEG, a broken PNG
+  and a text file.
   Every image is 40x56 (56x40 upright for the rotated one)."""
   cwd = trained_run / "restore_here"
   d = cwd / "photos"
@@ -60,7 +61,8 @@ def photos(trained_run):
   rgba = np.concatenate([kodak_u8(40, 56, "kodim15", 200, 300), alpha[..., None]], axis=2)
   Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
   Image.fromarray(_half("kodim19", 300, 200)[..., 1]).save(d / "gray16.png")
-  _png16_rgb(d / "rgb16.png", _half("kodim20", 200, 300))
+  _png16(d / "rgb16.png", _half("kodim20", 200, 300))
+  _png16(d / "gray_alpha16.png", _half("kodim12", 100, 100)[..., 1:])
   Image.fromarray(kodak_u8(40, 56, "kodim21", 100, 400)).quantize(64).save(d / "palette.png")
   exif = Image.Exif()
   exif[0x0112] = 6  # stored 56 wide, 40 high; shown rotated 90 degrees clockwise
@@ -91,7 +93,8 @@ def test_cli_restores_a_mixed_folder(photos, ucip):
   assert len(skipped) == 1 and "cannot read the image" in skipped[0]
   rows = {r["file"]: r for r in csv.DictReader(open(out / "restore.csv"))}
   assert set(rows) == {"kodim01.png", "sub/kodim23.png", "kodim05.jpg", "gray.png", "rgba.png",
-                       "gray16.png", "rgb16.png", "palette.png", "rotated.jpg", "broken.png"}
+                       "gray16.png", "rgb16.png", "gray_alpha16.png", "palette.png",
+                       "rotated.jpg", "broken.png"}
   assert rows["broken.png"]["status"].startswith("skipped: cannot read the image")
   assert all(r["status"] == "ok" for f, r in rows.items() if f != "broken.png")
   assert rows["rotated.jpg"]["size"] == "40x56" and rows["rotated.jpg"]["out_size"] == "160x224"
@@ -131,6 +134,14 @@ def test_cli_restores_a_mixed_folder(photos, ucip):
   rgb16 = _read16(src / "rgb16.png").astype(np.float32) / 65535
   want16 = np.clip(np.round(_infer(ucip, rgb16).astype(np.float64) * 65535), 0, 65535)
   np.testing.assert_array_equal(_read16(out / "rgb16.png"), want16)
+  ga = _read16(src / "gray_alpha16.png", "rgba64le")
+  got_ga = _read16(out / "gray_alpha16.png", "rgba64le")
+  assert rows["gray_alpha16.png"]["mode"] == "LA;16" and got_ga.shape == (160, 224, 4)
+  y = _infer(ucip, np.repeat(ga[..., :1] / np.float32(65535), 3, axis=2)).astype(
+      np.float64) @ np.array(restore.LUMA)
+  np.testing.assert_array_equal(got_ga[..., 0], np.clip(np.round(y * 65535), 0, 65535))
+  np.testing.assert_array_equal(got_ga[..., 3], np.asarray(Image.fromarray(ga[..., 3]).resize(
+      (224, 160), Image.Resampling.BICUBIC)))  # 16-bit alpha: Pillow's I;16 bicubic
 
 
 def test_nothing_restored_exits_non_zero_and_bad_flags_are_one_line(photos, trained_run):
