@@ -5,7 +5,8 @@
 list of them: a checkpoint ensemble) on an image of any size as the family's
 `csr_jax.family.Inference` protocol says: pad bottom/right to the model's multiple ('reflect'
 or PromptCIR's 'flip', optionally always by at least one pixel), run overlapping tiles of one
-compiled shape and average their overlaps, average flips/transposes, crop back. Every output
+compiled shape and average their overlaps (or, with `tile_blend='stitch'`, keep each tile's
+central part), average flips/transposes, crop back. Every output
 keeps its own scale (CISR's y_j are LR-sized), derived from its shape. Each view is clipped to
 [0, 1] before views and models are averaged, as the official PromptCIR script does.
 `stream` is the same procedure yielding bands of finished rows, holding about a tile's height
