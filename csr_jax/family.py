@@ -24,7 +24,10 @@ class Inference:
   by at least one pixel, as the official UCIP and PromptCIR scripts do. `tile` (0: whole image)
   and `tile_overlap`: overlapping tiles averaged where they overlap. `ensemble`: 'none', 'x8'
   (the 8 flips/transposes) or 'transpose' (identity and H<->W transpose, PromptCIR's NTIRE
-  script).
+  script). `tile_blend`: 'mean' averages every tile over its whole area (the official scripts);
+  'stitch' keeps from each tile only the part nearer its centre than any other tile's (cuts in
+  the middle of each overlap), so a model with receptive radius r and no image-wide statistics
+  gives exactly its untiled output when tile_overlap >= 2 r.
   """
   multiple: int = 1
   pad_mode: str = "reflect"
@@ -32,6 +35,17 @@ class Inference:
   tile: int = 0
   tile_overlap: int = 0
   ensemble: str = "none"
+  tile_blend: str = "mean"
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+  """A published test procedure (`restore --preset NAME`): the protocol, how many checkpoints it
+  averages, and the variant whose weights were published."""
+  inference: Inference
+  checkpoints: int = 1
+  variant: str | None = None
+  about: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +82,7 @@ class FamilySpec:
     outputs worth a metric, each scored against the example image `extra_target(name)`.
   - `blind_option`: the constructor keyword that makes a task-id family ignore task ids
     (predicting them from the image); such a model needs no codec table.
+  - `presets`: name -> `Preset`, the official test procedures (`restore --preset`).
   """
   name: str
   variants: Mapping[str, Mapping]
@@ -82,6 +97,7 @@ class FamilySpec:
   inference: Inference = Inference()
   evaluation: Evaluation = Evaluation()
   blind_option: str | None = None
+  presets: Mapping[str, Preset] = dataclasses.field(default_factory=dict)
 
   def check(self, variant: str, overrides) -> None:
     """One-line errors for an unknown variant or constructor option, before anything is built."""

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from csr_jax.conversion import Entry, ordered_table
-from csr_jax.family import Evaluation, FamilySpec, Inference
+from csr_jax.family import Evaluation, FamilySpec, Inference, Preset
 from csr_jax.layers import init
 from csr_jax.layers.act import gelu
 from csr_jax.layers.blocks import ChannelAttention, Mlp, OverlapPatchEmbed
@@ -356,7 +356,14 @@ SPEC = FamilySpec(
     inference=Inference(multiple=32, pad_mode="flip", pad_always=True, tile=384,
                         tile_overlap=96),
     # "The results are tested on the RGB channel with PSNR, SSIM, and PSNRB" (section 4.2).
-    evaluation=Evaluation(channel="rgb", crop_border=0, psnr_b=True, best_metric="psnr"))
+    evaluation=Evaluation(channel="rgb", crop_border=0, psnr_b=True, best_metric="psnr"),
+    # The NTIRE 2024 submission (test_model.py): the above, on two checkpoints (model_best.pth,
+    # model_best2.pth) x {identity, H<->W transpose}, each clamped, then averaged.
+    presets={"promptcir-ntire24": Preset(
+        Inference(multiple=32, pad_mode="flip", pad_always=True, tile=384, tile_overlap=96,
+                  ensemble="transpose"), checkpoints=2, variant="official",
+        about="PromptCIR NTIRE 2024 test_model.py: flip-pad to 32, 384/96 tiles, 2 checkpoints "
+              "x {identity, transpose}")})
 create = SPEC.create
 
 
