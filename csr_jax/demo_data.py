@@ -50,6 +50,20 @@ def link_kodak(names, out):
   return out
 
 
+def write_degraded(hr_dir, out, scale: int, quality: int = 35):
+  """The held-out photos as a user would bring them: downscaled (Pillow bicubic) and saved as
+  JPEG files, the input of the demo's closing `python -m csr_jax.restore`."""
+  out.mkdir(parents=True, exist_ok=True)
+  for src in sorted(hr_dir.iterdir(), key=lambda p: p.name):
+    with Image.open(io.BytesIO(src.read_bytes())) as im:
+      small = im.convert("RGB").resize((im.width // scale, im.height // scale),
+                                       Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=quality)
+    (out / f"{src.name.rsplit('.', 1)[0]}.jpg").write_bytes(buf.getvalue())
+  return out
+
+
 def prepare(hr_dir, out, *, name: str, split: str, scale: int, codec: str,
             num_shards: int = 1, workers: int = 1):
   """Runs the prep step in a subprocess (argv list, no shell); a finished set is reused."""
@@ -80,5 +94,6 @@ def setup(config, data_dir: str, codec: str = "jpeg:30,40") -> None:
     hr_eval, name = write_photos(HELD_OUT, root / "hr_eval"), "heldout"
   evals = prepare(hr_eval, root / "eval", name=name, split=config.data.eval_split, scale=scale,
                   codec=codec)
+  write_degraded(hr_eval, root / "heldout_lr", scale)
   config.data.train_dir, config.data.train_name = str(train), "photos"
   config.data.eval_dir, config.data.eval_name = str(evals), name

@@ -6,6 +6,7 @@ next batch, with any worker count. The model family's spec says what a batch hol
 and how validation images are padded, tiled and scored.
 """
 
+import dataclasses
 import json
 
 import jax
@@ -34,17 +35,14 @@ EARLY_STOP_FILE = "early_stopped.json"
 
 def protocols(config, spec) -> tuple[Inference, Evaluation]:
   """The family's inference and evaluation protocols with the config's `eval` overrides."""
-  ev, inf = config.eval, spec.inference
-  inf = Inference(multiple=inf.multiple, pad_mode=inf.pad_mode, pad_always=inf.pad_always,
-                  tile=inf.tile if ev.get("tile") is None else ev.tile,
-                  tile_overlap=inf.tile_overlap if ev.get("tile_overlap") is None
-                  else ev.tile_overlap,
-                  ensemble=inf.ensemble if ev.get("ensemble") is None else ev.ensemble)
-  e = spec.evaluation
-  e = Evaluation(channel=e.channel,
-                 crop_border=e.crop_border if ev.get("crop_border") is None else ev.crop_border,
-                 psnr_b=e.psnr_b,
-                 best_metric=e.best_metric if ev.get("best_metric") is None else ev.best_metric)
+  ev = config.eval
+  pick = lambda key, default: default if ev.get(key) is None else ev[key]
+  inf = dataclasses.replace(spec.inference, tile=pick("tile", spec.inference.tile),
+                            tile_overlap=pick("tile_overlap", spec.inference.tile_overlap),
+                            ensemble=pick("ensemble", spec.inference.ensemble))
+  e = dataclasses.replace(spec.evaluation,
+                          crop_border=pick("crop_border", spec.evaluation.crop_border),
+                          best_metric=pick("best_metric", spec.evaluation.best_metric))
   return inference.check_protocol(inf), e
 
 
