@@ -122,7 +122,6 @@ def _summary(exc) -> str:
 def import_(name: str, file, out, *, key: str | None = None) -> dict:
   """Checks `file` against release `name` and writes the params directory `out`; returns its
   meta (what `csr_jax.json` records)."""
-  from flax import nnx
   from csr_jax import checkpoint, convert, paths, weights
   from csr_jax import conversion as core
   from csr_jax.tree import flatten
@@ -131,11 +130,8 @@ def import_(name: str, file, out, *, key: str | None = None) -> dict:
   source = paths.display(where)
   sd = convert.strip_module_prefix(core.load_torch_file(where, key))
   r = weights.ref(rel.family, rel.variant, task_ids=rel.task_ids)
-  # A concrete model (host-side init): PromptCIR official builds in ~6 s this way and in ~30 s
-  # under nnx.eval_shape, where every RNG draw walks the trace (jax's tracer error messages).
-  model = r.make()
-  target = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  table = r.spec.torch_table(model)
+  graphdef, rest, target = weights.abstract(r)
+  table = r.spec.torch_table(weights.merge(graphdef, rest, target))
   count = f"{rel.tensors} tensors expected, the file has {len(sd)}"
   try:
     flat = core.flat_from_torch(table, {k: tuple(v.shape) for k, v in flatten(target).items()},
