@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from csr_jax.data import records  # pylint: disable=g-import-not-at-top,wrong-import-position
 from csr_jax.data import tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep import grids  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_prep import codecs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_prep import images  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_prep import imresize  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -155,7 +156,7 @@ def main():
     print(f"\nprojection: DF2K ({DF2K} images) x UCIP's 23 settings at x4 (LR {lw}x{lh})")
     assumed = dict(a.split("=", 1) for a in args.assume)
     per_setting, missing = [], []
-    for codec, qs in tasks.GRIDS["ucip"].items():
+    for codec, qs in grids.GRIDS["ucip"].items():
       for q in qs:
         if (codec, q) in cost:
           per_setting.append((codec, q, cost[codec, q],

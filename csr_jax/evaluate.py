@@ -3,8 +3,8 @@
 `evaluate_pairs` runs a predictor over whole-image examples through `inference.infer` (the
 family's pad / tile / ensemble protocol), quantises to uint8 as the official test scripts do,
 and measures PSNR/SSIM on RGB and on Y (BT.601), PSNR-B when the family's `Evaluation` asks
-(on its channel), the bicubic baseline, and every named extra output (e.g. CISR's per-step
-x_j / y_j) against the example image its family names. An example that cannot be evaluated
+(on its channel), the bicubic baseline, and every named extra output (e.g. the per-step
+estimates of an unfolded model) against the example image its family names. An example that cannot be evaluated
 (too small, mismatched shapes, a codec without a prompt) is skipped with a one-line reason.
 """
 

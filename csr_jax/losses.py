@@ -8,7 +8,7 @@ def l1(pred, target):
 
 
 def charbonnier(pred, target, eps: float = 1e-3):
-  """mean sqrt((pred - target)^2 + eps^2): a smooth L1 (eps as in Restormer/PromptCIR)."""
+  """mean sqrt((pred - target)^2 + eps^2): a smooth L1 (eps as in Restormer)."""
   return jnp.mean(jnp.sqrt(jnp.square(pred - target) + eps * eps))
 
 

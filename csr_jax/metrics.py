@@ -145,8 +145,8 @@ def psnr_b(img1, img2, crop_border: int = 0, y_channel: bool = False,
   """PSNR-B (Yim & Bovik 2011): PSNR with MSE + BEF of `img1` (the restored/decoded image).
 
   8x8 blocks; the mean over channels for RGB. The boundary counts are KAIR's
-  (`calculate_psnrb` in util_calculate_psnr_ssim.py, which the official UCIP and PromptCIR
-  repositories ship): N_HB = H (W // 8 - 1), floor division, also for sides that are not
+  (`calculate_psnrb` in util_calculate_psnr_ssim.py, which the restoration papers' official
+  code ships): N_HB = H (W // 8 - 1), floor division, also for sides that are not
   multiples of 8; `counts='exact'` counts the pixel pairs actually summed instead.
   """
   a, b = _prepare(img1, img2, crop_border, y_channel)

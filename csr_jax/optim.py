@@ -36,7 +36,7 @@ def trainable_mask(params, pattern: str):
 def make(cfg, params, total_steps: int) -> optax.GradientTransformation:
   """Adam/AdamW with optional global-norm clipping; frozen params get zero updates.
 
-  `cfg.trainable` (regex on param paths, e.g. 'prompt' for UCIP's prompt-only tuning, Table 3)
+  `cfg.trainable` (regex on param paths, e.g. 'prompt' to tune only a model's prompts)
   selects what trains; the rest is masked with `set_to_zero`, so it keeps no moments either.
   """
   sched = schedule(cfg, total_steps)

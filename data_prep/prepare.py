@@ -20,6 +20,7 @@ import sys
 import time
 
 from csr_jax.data import tasks
+from data_prep import grids
 from data_prep import codecs
 from data_prep import images
 from data_prep import jobs
@@ -88,7 +89,7 @@ class Degrade:
 
 def resolve_grid(grid_name, codec_args) -> list[tuple[str, tuple[int, ...]]]:
   """--grid first, then each --codec adds a codec or replaces its qualities."""
-  grid = dict(tasks.GRIDS[grid_name]) if grid_name else {}
+  grid = dict(grids.GRIDS[grid_name]) if grid_name else {}
   for arg in codec_args or ():
     name, qs = tasks.parse_codec_arg(arg)
     grid[name] = qs
@@ -108,7 +109,7 @@ def parse_args(argv=None):
                  help="one quality per image drawn from LOW..HIGH (seeded by --seed, recorded "
                       "per record), e.g. jpeg:10-70; repeatable")
   p.add_argument("--seed", type=int, default=0, help="seed of --random_quality")
-  p.add_argument("--grid", choices=sorted(tasks.GRIDS), help="a paper's codec grid")
+  p.add_argument("--grid", choices=sorted(grids.GRIDS), help="a paper's codec grid")
   p.add_argument("--skip_unavailable", action="store_true",
                  help="drop grid codecs that cannot run here instead of stopping")
   p.add_argument("--max_images", type=int, default=None, help="use the first K files only")
@@ -196,7 +197,7 @@ def _check_codecs(args, grid, random, options):
 def _warnings(args, grid, random, describe) -> list[str]:
   """The paper's HEVC is HM: say so when x265 stands in for it (--grid ucip, or UCIP's QPs)."""
   out = []
-  paper = args.grid == "ucip" or ("hevc", tasks.GRIDS["ucip"]["hevc"]) in grid
+  paper = args.grid == "ucip" or ("hevc", grids.GRIDS["ucip"]["hevc"]) in grid
   uses_hevc = any(n == "hevc" for n, _ in grid) or any(r[0] == "hevc" for r in random)
   if paper and uses_hevc and describe["hevc"].startswith("x265"):
     out.append(f"hevc runs on {describe['hevc'].split(' (')[0]}; the UCIP paper used the HM "

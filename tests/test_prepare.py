@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from csr_jax.data import source
 from csr_jax.data import tasks
+from data_prep import grids
 from data_prep import codecs, images, imresize, prepare, shards
 from tests.conftest import REPO
 from tests.shards import kodak_u8 as u8
@@ -224,14 +225,14 @@ def test_cli_errors(tmp_path):
 
 def test_paper_grids():
   """UCIP section 4.1: JPEG, HM, VTM, C_PSNR, C_SSIM, HiFiC -> 4 + 4 + 4 + 4 + 4 + 3 = 23."""
-  ucip = tasks.GRIDS["ucip"]
+  ucip = grids.GRIDS["ucip"]
   assert list(ucip) == ["jpeg", "hevc", "vvc", "cheng2020-anchor-mse",
                         "cheng2020-anchor-ms-ssim", "external:hific"]
   assert sum(len(q) for q in ucip.values()) == 23
   assert ucip["hevc"] == ucip["vvc"] == (32, 37, 42, 47) and ucip["external:hific"] == (1, 2, 3)
-  assert tasks.GRIDS["promptcir"] == {"jpeg": (10, 20, 30, 40, 50, 60, 70)}
-  assert tasks.GRIDS["cisr"] == {"jpeg": (10, 20, 30, 40, 50), "webp": (5, 10, 20, 30, 40)}
-  for grid in tasks.GRIDS.values():
+  assert grids.GRIDS["promptcir"] == {"jpeg": (10, 20, 30, 40, 50, 60, 70)}
+  assert grids.GRIDS["cisr"] == {"jpeg": (10, 20, 30, 40, 50), "webp": (5, 10, 20, 30, 40)}
+  for grid in grids.GRIDS.values():
     for codec, qs in grid.items():
       tasks.check_qualities(codec, qs)
 

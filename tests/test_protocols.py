@@ -8,13 +8,14 @@ import numpy as np
 
 from configs import promptcir as pcir_config
 from csr_jax import family, models, train
-from csr_jax.data import pipeline, tasks
+from csr_jax.data import pipeline
+from data_prep import grids
 from tests.conftest import REPO, run_module
 from tests.shards import kodak_crops, write_shards
 
 
 def test_ucip_grid_is_the_papers_23_degradations_on_six_prompts():
-  grid = tasks.GRIDS["ucip"]
+  grid = grids.GRIDS["ucip"]
   assert sum(len(q) for q in grid.values()) == 23
   table = models.spec("ucip").task_ids
   ids = [family.task_id(table, codec) for codec in grid]  # paper order: JPEG HM VTM C_PSNR C_SSIM HiFiC

@@ -55,14 +55,14 @@ def flip_rotate(ex: dict, rng: np.random.Generator) -> dict:
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-  """Pillow JPEG round trip (4:2:0, as the prep step and PromptCIR's training use)."""
+  """Pillow JPEG round trip (4:2:0, as the prep step uses)."""
   buf = io.BytesIO()
   Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
   return source.decode_png(buf.getvalue())
 
 
 def online_jpeg(ex: dict, qualities: tuple[int, int], rng: np.random.Generator) -> dict:
-  """Re-degrades the clean LR with JPEG at a quality drawn from [lo, hi] (PromptCIR stage 2)."""
+  """Re-degrades the clean LR with JPEG at a quality drawn from [lo, hi] (on-line degradation)."""
   q = int(rng.integers(qualities[0], qualities[1] + 1))
   out = dict(ex)
   out["lr"] = jpeg(ex["lr_clean"], q)
