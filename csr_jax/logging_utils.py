@@ -8,6 +8,7 @@ import csv
 import io
 import logging as pylogging
 import time
+import warnings
 
 from absl import logging
 
@@ -125,3 +126,6 @@ class _LibraryInfoFilter(pylogging.Filter):
 
 def quiet_libraries():
   pylogging.getLogger("absl").addFilter(_LibraryInfoFilter())
+  # tensorboardX imports google.cloud.storage when it is installed (gcsfs brings it), whose
+  # grpcio version notices are about Google's 2027 plans, not this run.
+  warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
