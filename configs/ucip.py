@@ -47,7 +47,8 @@ def get_config(arg=None):
   if a.demo:
     # Parameter-free bicubic skip (not in the official layout): a few hundred CPU steps do not
     # teach the official tail to reproduce colours, so the demo learns a correction instead.
-    config_lib.shrink(c, variant="small", steps=600, patch=32, overrides={"residual": "bicubic"})
+    config_lib.shrink(c, variant="small", steps=600, patch=48, lr=2e-3,
+                      overrides={"residual": "bicubic"})
 
   if a.remat:  # per-block rematerialisation: middle at batch 8 needs 4.3 GB, not 33 GB
     c.model.overrides = {**c.model.overrides, "remat": True}

@@ -78,7 +78,7 @@ def prepare(hr_dir, out, *, name: str, split: str, scale: int, codec: str,
   return out
 
 
-def setup(config, data_dir: str, codec: str = "jpeg:30,40") -> None:
+def setup(config, data_dir: str, codec: str = "jpeg:20,30") -> None:
   """Builds (or reuses) the demo sets under `data_dir` and points `config.data` at them."""
   root = paths.resolve(data_dir)
   scale = config.data.scale

@@ -1,12 +1,15 @@
 """launch/colab.ipynb runs unmodified on CPU: every code cell executes in a Jupyter kernel (a
-subprocess), with the demo shrunk through the notebook's CSR_DEMO_ARGS knob."""
+subprocess), with the demo shrunk through the notebook's CSR_DEMO_ARGS knob. Then the README's
+commands for the demo's output run on that output, as written, from the folder above it."""
 
 import os
+import re
+import shlex
 
 import nbformat
 from nbclient import NotebookClient
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_module
 
 SHRINK = ("--config.total_steps=2 --config.log_every=1 --config.eval_every=2 "
           "--config.checkpoint_every=2 --config.eval.max_images=1 --config.data.patch_size=16 "
@@ -29,3 +32,15 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
   report = (workdir / "report.md").read_text()
   assert "| bicubic |" in report and "| model |" in report
   assert (workdir / "curves.png").is_file() and os.listdir(workdir / "eval" / "grids")
+
+  # The README block "Then, on what the demo wrote" on this demo's output (runs/demo -> demo).
+  readme = (REPO / "README.md").read_text()
+  block = readme.split("Then, on what the demo wrote")[1].split("```bash")[1].split("```")[0]
+  commands = [shlex.split(c.replace("runs/demo", "demo"))
+              for c in re.sub(r"\\\n\s*", " ", block).strip().splitlines()]
+  assert len(commands) == 3
+  for argv in commands:
+    assert argv[:2] == [".venv/bin/python", "-m"], argv
+    run_module(argv[2:], tmp_path)
+  assert (tmp_path / "demo.pth").is_file() and os.listdir(tmp_path / "restored")
+  assert (workdir / "benchmark" / "table.md").is_file()
