@@ -23,4 +23,4 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) benchmarks/ucip_speed.py
+	$(PY) -m benchmarks.ucip_speed

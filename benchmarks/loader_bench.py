@@ -1,6 +1,6 @@
 """Loader throughput vs the UCIP train step, in one run (the loader must not be the bottleneck).
 
-  .venv/bin/python benchmarks/loader_bench.py [--data DIR] [--workers 2] [--variant middle]
+  .venv/bin/python -m benchmarks.loader_bench [--data DIR] [--workers 2] [--variant middle]
       [--remat]
 
 On a 24 GB CPU host `middle` at batch 8 needs `--remat` (configs/ucip.py `remat=1`: 4.3 GB of
@@ -14,14 +14,11 @@ devices at the same batch, and their ratio.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ lives at the repo root
 
 
 def loader_rate(paths, *, batch, patch, workers, n_batches):

@@ -28,8 +28,10 @@ _PAD_LO, _PAD_HI = 2, 3
 
 
 def _split(x, offset, axis: int):
-  """frac and start index (into the padded axis) of p = iota + offset."""
+  """frac and start index (into the padded axis) of p = iota + offset, in float32 at least:
+  bfloat16 cannot hold a fractional position beyond 128."""
   n = x.shape[axis]
+  offset = offset.astype(jnp.promote_types(offset.dtype, jnp.float32))
   pos = lax.broadcasted_iota(offset.dtype, offset.shape, axis) + offset
   pos = jnp.clip(pos, -2.0, n + 1.0)
   lo = jnp.floor(pos)  # zero derivative: d frac / d offset = 1 under autodiff
@@ -66,7 +68,7 @@ def _sample(x, offset, axis: int):
   idx, stride = _flat_index(x.shape, start, axis)
   take = lambda i: xpf.at[i].get(mode="promise_in_bounds")
   x0, x1 = take(idx), take(idx + stride)
-  return (1 - frac) * x0 + frac * x1, (idx, frac, x1 - x0)
+  return ((1 - frac) * x0 + frac * x1).astype(x.dtype), (idx, frac, x1 - x0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -80,12 +82,12 @@ def _bwd(axis, res, g):
   stride = 1
   for d in padded[axis + 1:]:
     stride *= d
-  gw = g * frac
+  gw = (g * frac).astype(g.dtype)
   dx = jnp.zeros((np.prod(padded),), g.dtype)
   dx = dx.at[idx].add(g - gw, mode="promise_in_bounds")
   dx = dx.at[idx + stride].add(gw, mode="promise_in_bounds")
   dx = lax.slice_in_dim(dx.reshape(padded), _PAD_LO, _PAD_LO + g.shape[axis], axis=axis)
-  return dx, g * dpos
+  return dx, (g * dpos).astype(g.dtype)
 
 
 _sample_vjp.defvjp(lambda x, offset, axis: _sample(x, offset, axis), _bwd)

@@ -4,8 +4,9 @@ Kernels are stored HWIO (`kernel`, shape (kh, kw, in/groups, out)); conversion t
 OIHW `weight` is a transpose in `csr_jax.convert`. Two CPU speed paths, taken only when the
 default backend is CPU at trace time (other backends get plain XLA convolutions; neither path
 was timed there): depthwise stride-1 convolutions as shifted multiply-adds (XLA:CPU's grouped
-convolution is several times slower), and the kernel gradient of large dense stride-1 convs in
-row bands. Both give XLA's values (tests/layers/test_conv_grad.py forces each path on and off).
+convolution is several times slower), 1x1 convolutions as matmuls (XLA:CPU computed their
+kernel gradient at ~3 GFLOP/s, a dot runs at ~50), and the kernel gradient of large dense
+stride-1 convs in row bands. Both give XLA's values (tests/layers/test_conv_grad.py forces each path on and off).
 """
 
 import contextlib
@@ -33,7 +34,9 @@ def cpu_paths(enabled: bool):
     _FORCE_CPU_PATHS = previous
 
 
-def _use_cpu_paths() -> bool:
+def use_cpu_paths() -> bool:
+  """Whether the CPU speed paths apply to what is being traced now (layers outside this
+  module ask too)."""
   if _FORCE_CPU_PATHS is not None:
     return _FORCE_CPU_PATHS
   return jax.default_backend() == "cpu"
@@ -61,27 +64,39 @@ def _dw_fwd(x, kernel, padding, dilation):
   h_out = x.shape[1] + 2 * ph - dh * (kh - 1)
   w_out = x.shape[2] + 2 * pw - dw * (kw - 1)
   xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-  return _taps(xp, kernel, h_out, w_out, dilation), (xp, kernel)
+  # x, not xp, is kept: a saved xp is materialised, otherwise the pad fuses into the taps.
+  return _taps(xp, kernel, h_out, w_out, dilation), (x, kernel)
 
 
 def _dw_bwd(padding, dilation, res, g):
   """dx: the same shifted multiply-add on g with the flipped kernel (lax.pad crops where the
-  padding is negative); dkernel: the per-tap product sums as ONE variadic reduction (over
-  batch and rows, then columns): XLA fuses it into a single pass, ~10x faster on CPU than one
-  reduction per tap, each of which reads a materialised shifted copy of x."""
-  xp, kernel = res
+  padding is negative); dkernel: one product sum per tap, in a loop. The loop keeps XLA from
+  fusing g's producers into the reductions: unrolled (even as one variadic reduction), XLA
+  recomputed the forward's depthwise conv and GELU inside them, 4x slower in a PromptCIR
+  block than materialising g once."""
+  x, kernel = res
   kh, kw = kernel.shape[:2]
   (ph, pw), (dh, dw) = padding, dilation
   h_out, w_out = g.shape[1:3]
-  h_in, w_in = xp.shape[1] - 2 * ph, xp.shape[2] - 2 * pw
+  h_in, w_in = x.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
   lo_h, lo_w = dh * (kh - 1) - ph, dw * (kw - 1) - pw
   gp = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), (lo_h, lo_h, 0), (lo_w, lo_w, 0), (0, 0, 0)])
   dx = _taps(gp, kernel[::-1, ::-1], h_in, w_in, dilation)
-  prods = tuple(xp[:, i * dh:i * dh + h_out, j * dw:j * dw + w_out, :] * g
-                for i in range(kh) for j in range(kw))
-  sums = lax.reduce(prods, (jnp.zeros((), g.dtype),) * len(prods),
-                    lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1))
-  dk = jnp.sum(jnp.stack(sums), axis=1)
+
+  chunks = 2 if h_out % 2 == 0 else 1
+  rows = h_out // chunks
+
+  def row_chunk(r, dk):
+    xs = lax.dynamic_slice_in_dim(xp, r * rows, rows + dh * (kh - 1), axis=1)
+    gs = lax.dynamic_slice_in_dim(g, r * rows, rows, axis=1).astype(jnp.float32)
+    prods = tuple(xs[:, i * dh:i * dh + rows, j * dw:j * dw + w_out] * gs
+                  for i in range(kh) for j in range(kw))
+    sums = lax.reduce(prods, (jnp.zeros((), jnp.float32),) * len(prods),
+                      lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1))
+    return dk + jnp.sum(jnp.stack(sums), axis=1)
+
+  dk = lax.fori_loop(0, chunks, row_chunk, jnp.zeros((kh * kw, g.shape[-1]), jnp.float32))
   return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
@@ -101,6 +116,32 @@ def depthwise_conv2d(x, kernel, padding: tuple[int, int], dilation=(1, 1)):
   cost ~10x the forward). Reverse mode only (no jvp).
   """
   return _depthwise(x, kernel, tuple(padding), tuple(dilation))
+
+
+@jax.custom_vjp
+def _matmul(x, kernel):
+  return x @ kernel
+
+
+def _matmul_fwd(x, kernel):
+  return x @ kernel, (x, kernel)
+
+
+def _matmul_bwd(res, g):
+  """dkernel as one [in, N] @ [N, out] product over the flattened leading axes. Left to
+  autodiff, XLA:CPU stored g (and the fusion producing it) transposed for that product, at a
+  fraction of memory speed (a PromptCIR Restormer block's backward went from 2.6 to 1.8 s)."""
+  x, kernel = res
+  dk = jnp.dot(x.reshape(-1, x.shape[-1]).T, g.reshape(-1, g.shape[-1]))
+  return g @ kernel.T, dk.astype(kernel.dtype)
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def matmul(x, kernel):
+  """x @ kernel over the last axis of x (Linear, 1x1 conv); reverse mode only on CPU."""
+  return _matmul(x, kernel) if use_cpu_paths() else x @ kernel
 
 
 def _xla_conv(x, kernel, stride, padding, dilation, groups):
@@ -155,10 +196,12 @@ def conv2d(x, kernel, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
   """Functional torch-style conv on NHWC with an HWIO kernel."""
   c_in = x.shape[-1]
   stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
-  cpu = _use_cpu_paths()
+  cpu = use_cpu_paths()
   if (cpu and groups == c_in and kernel.shape[2] == 1 and kernel.shape[3] == c_in
       and stride == (1, 1)):
     y = depthwise_conv2d(x, kernel, padding, dilation)
+  elif cpu and kernel.shape[:2] == (1, 1) and groups == 1 and stride == (1, 1) and padding == (0, 0):
+    y = matmul(x, kernel[0, 0])
   elif cpu and groups == 1 and stride == (1, 1) and dilation == (1, 1) and _band_rows(x, kernel):
     y = _banded_conv(x, kernel, padding, _band_rows(x, kernel))
   else:
@@ -207,7 +250,7 @@ class Linear(nnx.Module):
                  if bias else None)
 
   def __call__(self, x):
-    y = x @ self.kernel[...]
+    y = matmul(x, self.kernel[...])
     if self.bias is not None:
       y = y + self.bias[...]
     return y

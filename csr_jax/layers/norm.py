@@ -4,10 +4,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from csr_jax.layers import init
+from csr_jax.layers.precision import in_float32
 
 
+@in_float32
 def layer_norm(x, scale=None, bias=None, eps: float = 1e-5):
-  """Normalise over the last axis; `scale`/`bias` may be None (affine off)."""
+  """Normalise over the last axis; `scale`/`bias` may be None (affine off). float32 inside."""
   mean = jnp.mean(x, axis=-1, keepdims=True)
   var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
   y = (x - mean) * jnp.reciprocal(jnp.sqrt(var + eps))
@@ -32,8 +34,10 @@ class LayerNorm(nnx.Module):
     return layer_norm(x, self.scale[...], b, self.eps)
 
 
+@in_float32
 def instance_norm(x, eps: float = 1e-5):
-  """torch.nn.InstanceNorm2d(affine=False) on NHWC: per sample and channel over H, W."""
+  """torch.nn.InstanceNorm2d(affine=False) on NHWC: per sample and channel over H, W (in
+  float32)."""
   mean = jnp.mean(x, axis=(1, 2), keepdims=True)
   var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
   return (x - mean) * jnp.reciprocal(jnp.sqrt(var + eps))

@@ -6,6 +6,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from csr_jax.layers.window import add_bias
+
 
 def overlap_window_size(ws: int, overlap_ratio: float) -> int:
   return int(ws * overlap_ratio) + ws
@@ -44,20 +46,19 @@ def relative_position_index_oca(ws: int, ows: int) -> np.ndarray:
   return (rel[..., 0] * (ws + ows - 1) + rel[..., 1]).astype(np.int64)
 
 
-def overlap_cross_attention(q, kv, table, rpi, num_heads: int, scale: float):
-  """Attention of query windows q [B', ws*ws, C] to kv [B', ows*ows, 2C] (k then v channels).
+def overlap_cross_attention(q, k, v, table, rpi, num_heads: int, scale: float):
+  """Attention of query windows q [B', ws*ws, C] to keys k and values v [B', ows*ows, C].
 
   table: [(ws+ows-1)^2, heads] bias table; rpi: relative_position_index_oca. Returns
   [B', ws*ws, C]; heads split channels as '(head d)'.
   """
   bw, nq, c = q.shape
-  n = kv.shape[1]
+  n = k.shape[1]
   d = c // num_heads
   qh = q.reshape(bw, nq, num_heads, d) * scale
-  k = kv[..., :c].reshape(bw, n, num_heads, d)
-  v = kv[..., c:].reshape(bw, n, num_heads, d)
-  attn = jnp.einsum("bqhd,bkhd->bhqk", qh, k)
+  k, v = k.reshape(bw, n, num_heads, d), v.reshape(bw, n, num_heads, d)
+  attn = jnp.einsum("bqhd,bkhd->bhqk", qh, k, preferred_element_type=jnp.float32)
   idx = np.asarray(rpi).reshape(-1) % table.shape[0]
-  bias = table[idx].reshape(nq, n, num_heads).transpose(2, 0, 1)
-  attn = jax.nn.softmax(attn + bias[None], axis=-1)
+  attn = add_bias(attn, table[idx].reshape(nq, n, num_heads).transpose(2, 0, 1))
+  attn = jax.nn.softmax(attn, axis=-1).astype(v.dtype)
   return jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(bw, nq, c)

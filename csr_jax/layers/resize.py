@@ -68,7 +68,7 @@ def _bicubic_axis(x, n_out: int, axis: int, align_corners: bool):
     wgt = _cubic(t - k)
     shape = [1] * x.ndim
     shape[axis] = n_out
-    out = out + jnp.take(x, idx, axis=axis) * wgt.reshape(shape)
+    out = out + jnp.take(x, idx, axis=axis) * wgt.reshape(shape).astype(x.dtype)
   return out
 
 

@@ -23,12 +23,14 @@ from csr_jax.layers.act import gelu
 from csr_jax.layers.blocks import ChannelAttention, Mlp, OverlapPatchEmbed
 from csr_jax.layers.conv import Conv2d, Linear
 from csr_jax.layers.norm import LayerNorm
+from csr_jax.layers.precision import softmax
 from csr_jax.layers.ocab import (overlap_cross_attention, overlap_window_size,
                                  overlapping_windows, relative_position_index_oca)
 from csr_jax.layers.resize import pixel_shuffle, pixel_unshuffle
 from csr_jax.layers.restormer import GDFN, MDTA
 from csr_jax.layers.window import (WindowAttention, relative_position_index,
-                                   shift_attention_mask, window_partition, window_reverse)
+                                   shift_attention_mask, split_linear, window_partition,
+                                   window_reverse)
 
 VARIANTS = {
     # MyModel(decoder=True): 34,754,927 parameters.
@@ -112,10 +114,10 @@ class OCAB(nnx.Module):
   def __call__(self, x, rpi_oca):
     b, h, w, c = x.shape
     ws = self.window_size
-    qkv = self.qkv(self.norm1(x))
-    q = window_partition(qkv[..., :c], ws).reshape(-1, ws * ws, c)
-    kv = overlapping_windows(qkv[..., c:], ws, self.overlap_win_size)
-    out = overlap_cross_attention(q, kv, self.relative_position_bias_table[...], rpi_oca,
+    q, k, v = split_linear(self.qkv, self.norm1(x), 3)
+    q = window_partition(q, ws).reshape(-1, ws * ws, c)
+    k, v = (overlapping_windows(t, ws, self.overlap_win_size) for t in (k, v))
+    out = overlap_cross_attention(q, k, v, self.relative_position_bias_table[...], rpi_oca,
                                   self.num_heads, self.scale)
     x = self.proj(window_reverse(out.reshape(-1, ws, ws, c), ws, h, w)) + x
     return x + self.ffn(self.norm2(x))
@@ -204,8 +206,8 @@ class PromptBasis(nnx.Module):
 
   def __call__(self, x):
     _, t, nb, e = self.prompt.shape[:4]
-    basis = jax.nn.softmax(self.basis_mlp(x), axis=-1)
-    task = jax.nn.softmax(self.task_mlp(x), axis=-1)
+    basis = softmax(self.basis_mlp(x), axis=-1)
+    task = softmax(self.task_mlp(x), axis=-1)
     # sum_t task_t sum_n basis_n P[t, n] as one matmul over the (t, n) outer product.
     weights = (task[..., :, None] * basis[..., None, :]).reshape(*x.shape[:3], t * nb)
     return self.conv3x3(weights @ self.prompt[...].reshape(t * nb, e))

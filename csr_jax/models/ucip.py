@@ -41,6 +41,7 @@ from csr_jax.layers.axial import axial_sample
 from csr_jax.layers.blocks import Mlp, OverlapPatchEmbed
 from csr_jax.layers.conv import Conv2d, Linear
 from csr_jax.layers.norm import LayerNorm, instance_norm
+from csr_jax.layers.precision import softmax
 from csr_jax.layers.remat import sequenced_checkpoint
 from csr_jax.layers.resize import resize_bicubic, upsample_nearest
 
@@ -126,7 +127,7 @@ class ATMLayer(nnx.Module):
     h = self.atm_h(x, offset[..., c:])
     local = self.atm_local(x)
     a = self.fusion(jnp.mean(w + h + local, axis=(1, 2)))  # [B, 3C], torch order (C, 3)
-    a = jax.nn.softmax(a.reshape(a.shape[0], c, 3), axis=-1)[:, None, None]
+    a = softmax(a.reshape(a.shape[0], c, 3), axis=-1)[:, None, None]
     return self.proj(w * a[..., 0] + h * a[..., 1] + local * a[..., 2])
 
 
@@ -170,10 +171,10 @@ class DynamicPromptBasis(nnx.Module):
     self.task_head = _linear(dim, num_task, keys) if blind else None
 
   def __call__(self, x, task_id):
-    basis = jax.nn.softmax(self.basis_mlp(x), axis=-1)  # [B, H, W, nb]
+    basis = softmax(self.basis_mlp(x), axis=-1)  # [B, H, W, nb]
     bank = self.prompt[:, :, 0, 0, :]  # [T, nb, p]
     if self.task_head is not None:
-      t = jax.nn.softmax(self.task_head(jnp.mean(x, axis=(1, 2))), axis=-1)  # [B, T]
+      t = softmax(self.task_head(jnp.mean(x, axis=(1, 2))), axis=-1)  # [B, T]
       sel = jnp.einsum("bt,tnp->bnp", t, bank)
     else:
       sel = bank[task_id]

@@ -1,5 +1,6 @@
 """Gradients of Conv2d's custom-VJP paths (depthwise shifted multiply-add, row-banded kernel
-gradient of large dense convs) against torch autograd on the same inputs."""
+gradient of large dense convs, 1x1 convs as matmuls) against torch autograd on the same
+inputs."""
 
 import numpy as np
 import pytest
@@ -41,6 +42,7 @@ CASES = [  # cin, cout, kernel, padding, dilation, groups
     (8, 8, 3, 0, 1, 8),            # no padding
     (8, 16, 3, 1, 1, 1),           # dense: banded kernel gradient (bands forced below)
     (8, 16, 5, 2, 1, 1),
+    (8, 16, 1, 0, 1, 1),           # 1x1: a matmul on CPU
 ]
 
 
@@ -50,7 +52,7 @@ def test_conv_grads_match_torch(monkeypatch, cin, cout, k, pad, dil, groups):
   m = Conv2d(cin, cout, k, 1, pad, dil, groups, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(1)
   x = rng.normal(size=(2, 13, 11, cin)).astype(np.float32)
-  if groups == 1:
+  if groups == 1 and k != 1:
     assert conv._band_rows(jnp.asarray(x), m.kernel[...]) == 8
   g = rng.normal(size=m(jnp.asarray(x)).shape).astype(np.float32)
   with conv.cpu_paths(True):
@@ -64,8 +66,8 @@ def test_conv_grads_match_torch(monkeypatch, cin, cout, k, pad, dil, groups):
 @pytest.mark.parametrize("cin,cout,k,pad,dil,groups", CASES)
 def test_cpu_paths_equal_plain_xla(monkeypatch, cin, cout, k, pad, dil, groups):
   """Each CPU speed path, forced on and off on this CPU: same outputs and gradients, and the
-  switch really changes the program (a depthwise conv has no XLA convolution on the CPU path;
-  a banded kernel gradient has one convolution per band)."""
+  switch really changes the program (a depthwise or 1x1 conv has no XLA convolution on the
+  CPU path; a banded kernel gradient has one convolution per band)."""
   monkeypatch.setattr(conv, "_BAND_BYTES", 512)
   m = Conv2d(cin, cout, k, 1, pad, dil, groups, rngs=nnx.Rngs(2))
   rng = np.random.default_rng(3)
