@@ -1,6 +1,6 @@
 """How often CISR's blind blocking detector (csr_jax/layers/blocking.py) finds the right grid.
 
-  .venv/bin/python benchmarks/blocking_rates.py [--crops 4] [--sizes 48 128]
+  .venv/bin/python -m benchmarks.blocking_rates [--crops 4] [--sizes 48 128]
 
 Each Kodak image is encoded whole (Pillow JPEG / WebP at CISR's qualities) and cut into
 `--crops` random crops per size, so crop origins fall anywhere on the codec grid; the

@@ -1,6 +1,6 @@
 """CISR forward time on one real LR image (a JPEG q10 Kodak crop), jitted, batch 1.
 
-  .venv/bin/python benchmarks/cisr_speed.py [--variant tiny_x2] [--size 256] [--repeats 2]
+  .venv/bin/python -m benchmarks.cisr_speed [--variant tiny_x2] [--size 256] [--repeats 2]
 
 Prints compile time, the median forward time over `--repeats` runs, and the time of one
 non-local operator alone (a forward runs 2 J of them), i.e. its share of the forward.

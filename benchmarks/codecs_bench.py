@@ -1,6 +1,6 @@
 """Per codec and quality on Kodak: bpp and PSNR of the degraded LR vs the clean LR, images/s.
 
-  .venv/bin/python benchmarks/codecs_bench.py [--num_images 6] [--scale 4] [--learned]
+  .venv/bin/python -m benchmarks.codecs_bench [--num_images 6] [--scale 4] [--learned]
 
 LR = MATLAB-bicubic x`scale` downscale of each HR (data_prep.imresize). Asserts that bpp and
 PSNR strictly fall as quality worsens for every codec with meaningful weights (the compressai
@@ -8,17 +8,15 @@ row, with random weights offline, is timed only).
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from csr_jax.data import tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_prep import codecs, images, imresize  # pylint: disable=g-import-not-at-top,wrong-import-position
+from csr_jax.data import tasks
+from data_prep import codecs, images, imresize
 
 GRID = {"jpeg": (10, 20, 30, 40), "webp": (5, 10, 20, 30, 40), "hevc": (32, 37, 42, 47)}
 

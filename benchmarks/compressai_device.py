@@ -1,6 +1,6 @@
 """compressai Cheng2020 on a GPU against the CPU: bitstreams, decoded images, cross-device decode.
 
-  .venv/bin/python benchmarks/compressai_device.py [--device cuda] [--num_images 4]
+  .venv/bin/python -m benchmarks.compressai_device [--device cuda] [--num_images 4]
       [--size 256] [--qualities 1,4] [--weights_dir DIR]
 
 compressai's entropy coder (ANS) runs on CPU; its entropy parameters come from the networks,
@@ -16,7 +16,6 @@ exits 2.
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -24,9 +23,8 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from data_prep import codecs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep import codecs
 
 
 def timed(fn, *a):

@@ -1,6 +1,6 @@
 """Prep throughput at DF2K's size and a projection for DF2K x the UCIP grid.
 
-  .venv/bin/python benchmarks/prep_bench.py [--num_images 4] [--workers 2] [--learned]
+  .venv/bin/python -m benchmarks.prep_bench [--num_images 4] [--workers 2] [--learned]
 
 HR images: Kodak photos resized (Pillow bicubic) to 2040x1360, DF2K's typical HR size, so the
 x4 LR is 510x340 (DF2K's LR is about 510x350). Prints:
@@ -31,15 +31,14 @@ from pathlib import Path
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from csr_jax.data import records  # pylint: disable=g-import-not-at-top,wrong-import-position
-from csr_jax.data import tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_prep import grids  # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_prep import codecs  # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_prep import images  # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_prep import imresize  # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_prep import shards  # pylint: disable=g-import-not-at-top,wrong-import-position
+from csr_jax.data import records
+from csr_jax.data import tasks
+from data_prep import grids
+from data_prep import codecs
+from data_prep import images
+from data_prep import imresize
+from data_prep import shards
 
 HR_SIZE = (2040, 1360)
 DF2K = 3450

@@ -1,6 +1,6 @@
 """PromptSR x4 on a 320x180 Kodak crop (-> 1280x720): multiply-adds and forward time.
 
-  .venv/bin/python benchmarks/promptsr_speed.py [--variant x4] [--anchor_region 64|none]
+  .venv/bin/python -m benchmarks.promptsr_speed [--variant x4] [--anchor_region 64|none]
       [--repeats 3]
 
 Multiply-adds are XLA's cost analysis of the compiled forward (flops / 2: every dot, conv,
@@ -16,7 +16,6 @@ they are the median of repeats.
 import argparse
 import math
 import os
-import sys
 import time
 
 import jax
@@ -24,10 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from csr_jax import models  # pylint: disable=wrong-import-position
 from csr_jax.conversion import flat_params  # pylint: disable=wrong-import-position
-from tests.conftest import kodak_crop  # pylint: disable=wrong-import-position
+from benchmarks.common import kodak_crop
 # Compile times must be real: tests.conftest turns on a persistent XLA cache.
 jax.config.update("jax_enable_compilation_cache", False)
 

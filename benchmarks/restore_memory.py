@@ -1,7 +1,7 @@
 """Peak memory of `python -m csr_jax.restore` on a 12-megapixel photo, and the seam error tiles
 leave in a model with image-wide statistics.
 
-  .venv/bin/python benchmarks/restore_memory.py [--size 3000x4000] [--tile 256]
+  .venv/bin/python -m benchmarks.restore_memory [--size 3000x4000] [--tile 256]
       [--tile_overlap 32] [--checkpoint RUN] [--no-seam]
 
 The photo is Kodak kodim01 resized (bicubic) to --size (height x width) and saved as a JPEG,
@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 KODAK = Path(os.environ.get("CSR_SHARED", REPO.parent / "shared")) / "datasets" / "kodak"
 
 

@@ -49,6 +49,7 @@ def get_config(arg=None):
     # teach the official tail to reproduce colours, so the demo learns a correction instead.
     config_lib.shrink(c, variant="small", steps=600, patch=48, lr=2e-3,
                       overrides={"residual": "bicubic"})
+    c.eval.max_images = 0  # every held-out image: 6 Kodak photos x 2 JPEG qualities
 
   if a.remat:  # per-block rematerialisation: middle at batch 8 needs 4.3 GB, not 33 GB
     c.model.overrides = {**c.model.overrides, "remat": True}

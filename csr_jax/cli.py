@@ -41,6 +41,20 @@ def run(main):
   return wrapped
 
 
+def guarded(body, verbose: bool = False) -> int:
+  """`run` for the argparse CLIs: body() -> exit status 0, or 2 after a one-line error."""
+  try:
+    body()
+  except (KeyboardInterrupt, SystemExit):
+    raise
+  except Exception as exc:  # every failure reaches the user as one line
+    if verbose or os.environ.get("CSR_JAX_DEBUG") == "1":
+      raise
+    print(f"error: {one_line(exc)}", file=sys.stderr)
+    return 2
+  return 0
+
+
 def setup_compile_cache(directory: str) -> None:
   """JAX's persistent compilation cache in `directory` ('off' disables it); hits are logged."""
   import jax

@@ -18,7 +18,7 @@ import hashlib
 import sys
 from typing import Mapping
 
-from csr_jax.cli import one_line
+from csr_jax import cli
 
 # The paper's order of listing (UCIP section 4.1); the official srdata.py that fixes the order
 # the released weights were trained with is not released (csr_jax/models/ucip.py: TASK_IDS).
@@ -167,20 +167,15 @@ def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   from csr_jax import logging_utils
   logging_utils.quiet_libraries()
-  try:
+  def body():
     if args.command == "list":
       print(table_text())
     else:
       meta = import_(args.name, args.file, args.out, key=args.key)
       print(f"wrote {args.out}: {args.name} ({meta['name']} {meta['variant']}), "
             f"{RELEASES[args.name].tensors} tensors, sha256 {meta['sha256']}")
-  except Exception as exc:  # every failure is one line (tracebacks with --verbose)
-    if args.verbose:
-      raise
-    print(f"error: {one_line(exc)}", file=sys.stderr)
-    return 2
-  return 0
 
+  return cli.guarded(body, args.verbose)
 
 if __name__ == "__main__":
   sys.exit(main())

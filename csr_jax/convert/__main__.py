@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 
+from csr_jax import cli
 from csr_jax.cli import one_line
 
 
@@ -91,20 +92,15 @@ def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   from csr_jax import logging_utils
   logging_utils.quiet_libraries()
-  try:
+  def body():
     if args.command == "export":
       n = export(args.checkpoint, args.out, ema=args.ema, model=args.model, variant=args.variant)
       print(f"wrote {args.out}: {n} tensors{' (ema)' if args.ema else ''}")
     else:
       n = import_(args.model, args.variant, args.pth, args.out, args.key, args.tasks)
       print(f"wrote {args.out}: {n} parameter arrays ({args.model}/{args.variant})")
-  except Exception as exc:  # every failure is one line (tracebacks with --verbose)
-    if args.verbose:
-      raise
-    print(f"error: {one_line(exc)}", file=sys.stderr)
-    return 2
-  return 0
 
+  return cli.guarded(body, args.verbose)
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from csr_jax.layers.blocking import ALPHA, BLOCKY, HALF_WAY, MACROBLOCK, TAU
+from csr_jax.torch_twins.common import ChannelAttention
 
 _MASKED = -1e30
 _EPS = 1.0 / 255.0
@@ -127,17 +128,6 @@ class NonLocal(nn.Module):
   def forward(self, z, g, keep):
     h = F.softplus(self.conv2(F.relu(self.conv1(g))))[:, 0] + self.h_min
     return non_local_mean(z, g, h, keep, self.chunk, self.patch)
-
-
-class ChannelAttention(nn.Module):
-  def __init__(self, channels, reduction):
-    super().__init__()
-    self.attention = nn.Sequential(
-        nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, channels // reduction, 1),
-        nn.ReLU(inplace=True), nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid())
-
-  def forward(self, x):
-    return x * self.attention(x)
 
 
 class RCAB(nn.Module):

@@ -1,6 +1,8 @@
-"""Torch-side window helpers shared by the twins (HAT/Swin conventions), written once."""
+"""Torch-side blocks shared by the twins (HAT/Swin window helpers, RCAN channel attention),
+written once."""
 
 import torch
+from torch import nn
 
 
 def window_partition(x, ws):
@@ -38,3 +40,17 @@ def calculate_rpi(ws):
   rel[:, :, 1] += ws - 1
   rel[:, :, 0] *= 2 * ws - 1
   return rel.sum(-1)
+
+
+class ChannelAttention(nn.Module):
+  """RCAN/HAT squeeze-excitation: x * sigmoid(conv(relu(conv(avgpool(x))))), torch names
+  `attention.{1,3}` as in both official codes."""
+
+  def __init__(self, channels, reduction):
+    super().__init__()
+    self.attention = nn.Sequential(
+        nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, channels // reduction, 1),
+        nn.ReLU(inplace=True), nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid())
+
+  def forward(self, x):
+    return x * self.attention(x)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csr_jax.torch_twins.common import calculate_mask, calculate_rpi, window_partition, window_reverse
+from csr_jax.torch_twins.common import (ChannelAttention, calculate_mask, calculate_rpi,
+                                         window_partition, window_reverse)
 
 VARIANTS = {
     "official": dict(dim=48, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4,
@@ -110,18 +111,6 @@ class TransformerBlock(nn.Module):
   def forward(self, x):
     x = x + self.attn(self.norm1(x))
     return x + self.ffn(self.norm2(x))
-
-
-class ChannelAttention(nn.Module):
-
-  def __init__(self, num_feat, squeeze_factor):
-    super().__init__()
-    self.attention = nn.Sequential(
-        nn.AdaptiveAvgPool2d(1), nn.Conv2d(num_feat, num_feat // squeeze_factor, 1),
-        nn.ReLU(inplace=True), nn.Conv2d(num_feat // squeeze_factor, num_feat, 1), nn.Sigmoid())
-
-  def forward(self, x):
-    return x * self.attention(x)
 
 
 class CAB(nn.Module):
