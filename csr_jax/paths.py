@@ -7,6 +7,7 @@ symlinks are kept as given; URLs (`gs://`, `s3://`, ...) pass unchanged, and epa
 them through its fsspec/gfile backends. Only this module touches `os.path`.
 """
 
+import glob
 import os
 import tempfile
 
@@ -111,6 +112,24 @@ class _Cursor:
     data = self.reader.pread(n, self.pos)
     self.pos += len(data)
     return data
+
+
+def glob_files(pattern) -> list[epath.Path]:
+  """Files matching a glob, '**' included: epath globs object stores itself (without '**'),
+  Python's glob does local paths."""
+  where = resolve(pattern)
+  parts = os.fspath(where).split(os.sep)
+  k = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+  base = resolve(os.sep.join(parts[:k]) or os.sep)
+  if is_url(where):
+    return sorted(f for f in base.glob(os.sep.join(parts[k:])) if f.is_file())
+  return sorted(resolve(f) for f in glob.glob(os.fspath(where), recursive=True)
+                if os.path.isfile(f))
+
+
+def with_suffix(rel: str, suffix: str) -> str:
+  """A relative name with its extension (if any) replaced by `suffix`."""
+  return os.path.splitext(rel)[0] + suffix
 
 
 def relpath(path, start) -> str:

@@ -39,7 +39,6 @@ size, out_size, seconds, status). The exit status is 1 only when nothing was res
 
 import csv
 import dataclasses
-import glob
 import io
 import os
 import struct
@@ -471,11 +470,7 @@ def collect(spec: str, output=None) -> tuple[object, list]:
   if _is_glob(spec):
     parts = os.fspath(where).split(os.sep)
     k = next(i for i, part in enumerate(parts) if _is_glob(part))
-    base = paths.resolve(os.sep.join(parts[:k]) or os.sep)
-    if paths.is_url(where):  # epath globs object stores, without '**'
-      return base, sorted(f for f in base.glob(os.sep.join(parts[k:])) if f.is_file())
-    found = glob.glob(os.fspath(where), recursive=True)  # epath has no local '**' either
-    return base, sorted(paths.resolve(f) for f in found if os.path.isfile(f))
+    return paths.resolve(os.sep.join(parts[:k]) or os.sep), paths.glob_files(where)
   raise FileNotFoundError(f"--input {spec}: no such file, folder or pattern")
 
 
@@ -484,7 +479,7 @@ def output_names(base, files) -> list[str]:
   with '.png' appended when two inputs would share a name."""
   from csr_jax import paths
   rels = [paths.relpath(f, base) for f in files]
-  stems = [os.path.splitext(r)[0] + ".png" for r in rels]
+  stems = [paths.with_suffix(r, ".png") for r in rels]
   return [s if stems.count(s) == 1 else r + ".png" for r, s in zip(rels, stems)]
 
 
