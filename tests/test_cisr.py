@@ -14,7 +14,7 @@ from PIL import Image
 
 from csr_jax import models
 from csr_jax import conversion as core
-from csr_jax.layers.conv import Conv2d
+from csr_jax.layers.conv import Conv2d, cpu_paths
 from csr_jax.layers.resize import pixel_unshuffle
 from csr_jax.models import cisr as cisr_model
 from csr_jax.models import cisr
@@ -210,15 +210,16 @@ def _convs(jaxpr):
 
 def test_bfloat16_forward(lr):
   """bfloat16 params and input (the trainer's `model.dtype`): every conv runs in bfloat16 (no
-  float32 constant promotes one), the output is bfloat16, and its x_J has a PSNR above 40 dB
+  float32 constant promotes one; counted on the plain-XLA path), the output is bfloat16, and its x_J has a PSNR above 40 dB
   against the float32 x_J on the JPEG q10 crops (measured: 50.7 dB)."""
   model = models.create("cisr", "small_x2", rngs=nnx.Rngs(1))
   graphdef, state = nnx.split(model)
   args = jax.tree.map(lambda a: jnp.asarray(a, jnp.bfloat16), (state, lr))
-  traced = _apply.trace(graphdef, *args)
-  convs = list(_convs(traced.jaxpr.jaxpr))
+  with cpu_paths(False):  # plain XLA convs (the CPU path runs 1x1 convs as matmuls)
+    convs = list(_convs(_apply.trace(graphdef, *args).jaxpr.jaxpr))
   assert len(convs) == 32  # 16 per module: the scan body appears once
   assert all(v.aval.dtype == jnp.bfloat16 for e in convs for v in e.invars + e.outvars)
+  traced = _apply.trace(graphdef, *args)
   out = traced.lower().compile()(*args)["x"][-1]
   assert out.dtype == jnp.bfloat16
   ref = _forward(model, lr)["x"][-1]  # compiled already by test_matches_torch_twin[small_x2]
