@@ -36,6 +36,7 @@ from PIL import Image
 from csr_jax.data import tasks
 from data_prep import images
 from data_prep import jobs
+from data_prep import runner
 from data_prep import shards
 
 
@@ -224,7 +225,7 @@ def parse_args(argv=None):
                       "name, optional groups `codec`, `quality`")
   jobs.add_output_flags(p, split="test", min_size=0)
   args = p.parse_args(argv)
-  jobs.check_output_flags(args)
+  runner.check_flags(args)
   if args.lr_dir:
     args.lr.append(args.lr_dir)
   if not args.lr:
@@ -255,7 +256,7 @@ def main(argv=None) -> dict:
   todo, dones = jobs.plan(args.out, args.name, args.split, args.num_shards, items, maker,
                           maker.hash_fields())
   t0 = time.time()
-  dones, lost = jobs.execute(todo, dones, args)
+  dones, lost = runner.execute(todo, dones, args)
   grid = {}
   for d in dones.values():
     for r in d["records"]:

@@ -4,7 +4,8 @@ the worker pool, and the manifest with its summary.
 A job is one shard: a tuple of items (one HR image each: `(path relative to the folder,
 printable name, ...)`) and a picklable `maker` that turns an item into records. `make_records`
 is the per-image step and `write_shard` the per-shard step of both runners: this machine's
-process pool (default) and the Apache Beam pipeline of `data_prep.beam_runner`. Spawned workers
+process pool (default) and the Apache Beam pipeline of `data_prep.beam_runner`
+(`data_prep.runner` chooses). Spawned workers
 each get their own pipe; the parent hands out one job at a time and waits on every pipe and
 process sentinel, so a worker killed by a signal (the OOM killer's SIGKILL) is noticed at once:
 the images of its shard are reported lost, its temp file is removed, the other shards go on,
@@ -122,19 +123,6 @@ def check_output_flags(args) -> None:
     fail("--num_shards must be >= 1, --workers and --min_size >= 0")
   check_name("--name", args.name)
   check_name("--split", args.split)
-  if args.runner == "beam":
-    try:
-      from data_prep import beam_runner  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      fail(f"--runner beam needs apache-beam ({e}); install the `beam` extra: "
-           "pip install -e '.[beam]'")
-    try:
-      args.beam_args = beam_runner.pipeline_args(args.beam_pipeline_options, args.workers)
-    except ValueError as e:
-      fail(str(e))
-  elif args.beam_pipeline_options is not None:
-    fail("--beam_pipeline_options needs --runner beam")
-
 
 def _stat_problem(err: OSError, is_link: bool) -> str:
   if err.errno == errno.ELOOP:
@@ -442,21 +430,6 @@ def plan(out, name: str, split: str, num_shards: int, items: list, maker,
     print(f"resuming: {len(dones)} of {num_shards} shards complete and verified",
           file=sys.stderr)
   return jobs, dones
-
-
-def execute(jobs: list[ShardJob], dones: dict, args) -> tuple[dict, list]:
-  """Runs the jobs on `args.runner`; (all .done infos by shard file, lost images)."""
-  if args.runner == "beam":
-    from data_prep import beam_runner  # pylint: disable=g-import-not-at-top
-    results, lost = beam_runner.run(jobs, args.beam_args)
-    return {**dones, **results}, lost
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  bar = tqdm(total=sum(len(j.items) for j in jobs), unit="img", desc="shards", file=sys.stderr)
-  try:
-    results, lost = run_jobs(jobs, args.workers, bar.update)
-  finally:
-    bar.close()
-  return {**dones, **results}, lost
 
 
 def _stats(recs, grid):

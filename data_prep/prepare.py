@@ -24,6 +24,7 @@ from data_prep import grids
 from data_prep import codecs
 from data_prep import images
 from data_prep import jobs
+from data_prep import runner
 from data_prep import shards
 
 _coders = {}
@@ -129,7 +130,7 @@ def parse_args(argv=None):
                  help="BT.601 range of the YUV fed to HEVC/VVC encoders")
   p.add_argument("--sleep_per_image", type=float, default=0.0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-  jobs.check_output_flags(args)
+  runner.check_flags(args)
   if args.max_images is not None and args.max_images < 1:
     jobs.fail(f"--max_images {args.max_images}: must be >= 1 (leave it out for all files)")
   try:
@@ -223,7 +224,7 @@ def main(argv=None) -> dict:
   todo, dones = jobs.plan(args.out, args.name, args.split, args.num_shards, items, maker,
                           maker.hash_fields(), args.sleep_per_image)
   t0 = time.time()
-  dones, lost = jobs.execute(todo, dones, args)
+  dones, lost = runner.execute(todo, dones, args)
   grid_info = [{"codec": n, "qualities": list(qs), "implementation": describe[n]}
                for n, qs in grid] + [
                    {"codec": n, "random_quality": [lo, hi], "seed": args.seed,
