@@ -8,6 +8,7 @@ them through its fsspec/gfile backends. Only this module touches `os.path`.
 """
 
 import glob
+import hashlib
 import os
 import tempfile
 
@@ -112,6 +113,15 @@ class _Cursor:
     data = self.reader.pread(n, self.pos)
     self.pos += len(data)
     return data
+
+
+def sha256(path) -> str:
+  """Hex sha256 of a file's bytes, read in 1 MiB blocks (local or URL)."""
+  h = hashlib.sha256()
+  with resolve(path).open("rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
 
 
 def glob_files(pattern) -> list[epath.Path]:

@@ -14,7 +14,6 @@ person (Google Drive asks for a browser). Errors are one line, exit status 2.
 
 import argparse
 import dataclasses
-import hashlib
 import sys
 from typing import Mapping
 
@@ -99,15 +98,6 @@ def table_text() -> str:
   return "\n".join(lines)
 
 
-def sha256(path) -> str:
-  from csr_jax import paths
-  h = hashlib.sha256()
-  with paths.resolve(path).open("rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _summary(exc) -> str:
   """The strict loader's findings, three examples of each."""
   parts = []
@@ -143,7 +133,7 @@ def import_(name: str, file, out, *, key: str | None = None) -> dict:
     raise ValueError(f"{source}: matches the {rel.family} {rel.variant} table but {count}")
   params = core.load_flat_params(target, flat, source)
   meta = r.meta(source=source, release=name, file=rel.file, url=rel.url, licence=rel.licence,
-                sha256=sha256(where), notes=rel.notes)
+                sha256=paths.sha256(where), notes=rel.notes)
   checkpoint.write_params(out, params, meta)
   return meta
 

@@ -11,7 +11,6 @@ uploaded whole, in the same order (index, `.done`, shard), since an object store
 object only once its upload completes; the shard is staged in a local temp file first.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -57,14 +56,6 @@ def examples(source: str, scale: int, hr: np.ndarray, clean: np.ndarray, degrade
                 {"source": source, "codec": codec, "quality": int(q), "bpp": bpp,
                  "psnr": codecs.psnr(img, clean)}))
   return out
-
-
-def sha256_file(path) -> str:
-  h = hashlib.sha256()
-  with _open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def _open(path, mode: str):
@@ -132,7 +123,7 @@ def load_done(out_dir, shard_file: str, config_hash: str):
   if info.get("config_hash") != config_hash:
     raise ValueError(f"{shard}: made with different options or inputs; use a new --out or "
                      "delete the folder")
-  if info.get("sha256") != sha256_file(shard):
+  if info.get("sha256") != paths.sha256(shard):
     return None
   try:
     if len(records.parse_index(idx.read_bytes(), os.fspath(idx))) != info.get("num_records"):
@@ -176,7 +167,7 @@ class ShardWriter:
     self._w.close()
     final, idx, done = shard_files(self.out_dir, self.shard_file)
     index = records.index_text(self._w.index)
-    info = dict(info, sha256=sha256_file(self.tmp), num_records=len(self._w.index),
+    info = dict(info, sha256=paths.sha256(self.tmp), num_records=len(self._w.index),
                 bytes=self.tmp.stat().st_size, file=self.shard_file,
                 index=self.shard_file + ".idx")
     if self.url:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from csr_jax import paths
 from csr_jax.data import records
 from csr_jax.data import source
 from data_prep import prepare
@@ -67,7 +68,7 @@ def test_direct_runner_writes_the_local_runners_shards(tmp_path):
   keys = collections.Counter()
   for s in beam["shards"]:
     path = out / s["file"]
-    assert shards.sha256_file(path) == s["sha256"]
+    assert paths.sha256(path) == s["sha256"]
     payloads = read_all_checked(path)  # the `tfrecord` package, CRCs checked
     index = records.read_index(str(out / s["index"]))
     assert index == records.scan_offsets(str(path)) and len(index) == s["num_records"]

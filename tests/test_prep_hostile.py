@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from csr_jax import paths
 from csr_jax.data import records
 from csr_jax.data import source
 from data_prep import images
@@ -125,7 +126,7 @@ def test_sigkilled_worker_is_reported_and_the_run_finishes(tmp_path):
   assert "skipped k0.png: lost: the worker" in stdout
   assert sorted(r["source"] for r in m["records"]) == ["k1.png", "k2.png"]
   for s in m["shards"]:
-    assert shards.sha256_file(out / s["file"]) == s["sha256"]
+    assert paths.sha256(out / s["file"]) == s["sha256"]
   assert not [q.name for q in out.iterdir() if q.name.startswith(".")]  # no temp debris
   assert len(source.find_shards(str(out))["kodak"]) == 2
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from csr_jax import paths
 from csr_jax.data import source
 from csr_jax.data import tasks
 from data_prep import grids
@@ -173,7 +174,7 @@ def test_kill9_then_resume(tmp_path):
   assert m["num_shards"] == 3 and m["missing_shards"] == []
   seen = collections.Counter()
   for s in m["shards"]:
-    assert shards.sha256_file(out / s["file"]) == s["sha256"]
+    assert paths.sha256(out / s["file"]) == s["sha256"]
     payloads = read_all_checked(out / s["file"])
     assert len(payloads) == s["num_records"]
     idx = [tuple(map(int, ln.split())) for ln in (out / s["index"]).read_text().splitlines()]

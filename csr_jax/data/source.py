@@ -105,26 +105,17 @@ def cache_shards(shards: list[str], cache_dir) -> list[str]:
     entry = {s["file"]: s for s in read_manifest(shard.parent / MANIFEST)["shards"]}[shard.name]
     key = hashlib.sha256(str(shard.parent).encode()).hexdigest()[:16]
     local = cache_dir / key / shard.name
-    if not (local.exists() and _sha256(local) == entry["sha256"]):
+    if not (local.exists() and paths.sha256(local) == entry["sha256"]):
       local.parent.mkdir(parents=True, exist_ok=True)
       for src, dst in ((shard, local), (paths.resolve(f"{shard}.idx"), paths.resolve(f"{local}.idx"))):
         tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
         tmp.write_bytes(src.read_bytes())
         tmp.replace(dst)
-      if _sha256(local) != entry["sha256"]:
+      if paths.sha256(local) != entry["sha256"]:
         raise ManifestError(f"{shard}: its copy in {local.parent} does not match the sha256 in "
                             f"{shard.parent / MANIFEST}")
     out.append(str(local))
   return out
-
-
-def _sha256(path) -> str:
-  import hashlib
-  h = hashlib.sha256()
-  with paths.resolve(path).open("rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 class TFRecordSource:
