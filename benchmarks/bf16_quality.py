@@ -36,9 +36,12 @@ def main():
   res = {}
   for dtype in ("float32", "bfloat16"):
     fwd = inference.make_forward(spec, graphdef, rest, dtype=dtype)
-    outs = []
-    predict = lambda x, tid, fwd=fwd, outs=outs: outs.append(
-        inference.Predictor(fwd, params, tid)(x)) or outs[-1]
+    outs = []  # every forward's output, in call order, for the pixel comparison
+
+    def predict(x, tid, fwd=fwd, outs=outs):
+      outs.append(inference.Predictor(fwd, params, tid)(x))
+      return outs[-1]
+
     rows = []
     for shards in datasets.values():
       examples = pipeline.eval_dataset(shards, args.limit, keys=("hr", "lr"), task_ids=r.task_ids)

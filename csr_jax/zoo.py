@@ -40,6 +40,13 @@ class Release:
   notes: str = ""
 
 
+# What the two PromptCIR NTIRE 2024 checkpoints share (one Drive folder, one layout).
+_PROMPTCIR_NTIRE24 = dict(
+    url="https://drive.google.com/drive/folders/1oxOVDK845rikuwWiMICHUv5nFGJjA7pV "
+        "(README of github.com/lbc12345/PromptCIR-NTIRE24)",
+    licence="Apache-2.0 (the repository's LICENSE; the weights have no separate terms)",
+    tensors=870, params=34_754_927, task_ids=None)
+
 RELEASES = {
     "ucip-middle": Release(
         family="ucip", variant="middle", file=None,
@@ -54,19 +61,13 @@ RELEASES = {
               + _UCIP_NOTE),
     "promptcir-ntire24-1": Release(
         family="promptcir", variant="official", file="model_best.pth",
-        url="https://drive.google.com/drive/folders/1oxOVDK845rikuwWiMICHUv5nFGJjA7pV "
-            "(README of github.com/lbc12345/PromptCIR-NTIRE24)",
-        licence="Apache-2.0 (the repository's LICENSE; the weights have no separate terms)",
-        tensors=870, params=34_754_927, task_ids=None,
+        **_PROMPTCIR_NTIRE24,
         notes="MyModel(decoder=True), x1, blind; 868 parameters + 2 relative position index "
               "buffers; first of the two NTIRE 2024 checkpoints (restore --preset "
               "promptcir-ntire24 averages both)"),
     "promptcir-ntire24-2": Release(
         family="promptcir", variant="official", file="model_best2.pth",
-        url="https://drive.google.com/drive/folders/1oxOVDK845rikuwWiMICHUv5nFGJjA7pV "
-            "(README of github.com/lbc12345/PromptCIR-NTIRE24)",
-        licence="Apache-2.0 (the repository's LICENSE; the weights have no separate terms)",
-        tensors=870, params=34_754_927, task_ids=None,
+        **_PROMPTCIR_NTIRE24,
         notes="second NTIRE 2024 checkpoint (test_model.py --ckpt_path2)"),
 }
 
