@@ -109,6 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.augment = True
   c.data.online_jpeg = ()  # (q_min, q_max): re-JPEG the clean LR per sample (PromptCIR stage 2)
   c.data.demo = False
+  c.data.demo_codec = "jpeg:20,30"  # the codec grid the demo prepares its photos with
   # Local copies of the shards (sha256-verified against the manifest) for data on object
   # stores: '' reads the shards where they are.
   c.data.cache_dir = ""

@@ -78,9 +78,11 @@ def prepare(hr_dir, out, *, name: str, split: str, scale: int, codec: str,
   return out
 
 
-def setup(config, data_dir: str, codec: str = "jpeg:20,30") -> None:
-  """Builds (or reuses) the demo sets under `data_dir` and points `config.data` at them."""
+def setup(config, data_dir: str) -> None:
+  """Builds (or reuses) the demo sets under `data_dir` with the codec grid
+  `config.data.demo_codec` and points `config.data` at them."""
   root = paths.resolve(data_dir)
+  codec = config.data.demo_codec
   scale = config.data.scale
   hr_train = write_photos(COLOR, root / "hr_train")
   if kodak_dir().is_dir():
