@@ -8,7 +8,7 @@ against the clean crops, grads and an Adam update), with compile times and XLA's
 a share of jnp.dot's rate in the same run; with `--official` the unmodified official
 MyModel(decoder=True) runs in between (../shared/oracle/time_official.py: same shapes, L1 +
 grads, torch with 2 threads) and the table shows official / csr_jax time ratios. Re-runs
-itself with huge-page malloc for both sides (CSR_JAX_HUGEPAGES=0 to compare without).
+itself with hostenv.TUNABLE's malloc for both sides (CSR_JAX_HUGEPAGES=0 to compare without).
 """
 
 import argparse

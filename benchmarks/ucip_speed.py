@@ -8,8 +8,8 @@ grads and an Adam update, donated state), with their compile times and XLA's FLO
 share of jnp.dot's rate measured in the same run; with `--official` the unmodified official
 UCIP_Middle runs in between (../shared/oracle/time_official.py: the same shapes, L1 + grads,
 torch with 2 threads) and the table shows official / csr_jax time ratios. The CPU is shared:
-compare ratios from one run, not figures across runs. Re-runs itself with huge-page malloc
-(csr_jax/hostenv.py) for both sides; CSR_JAX_HUGEPAGES=0 to compare without.
+compare ratios from one run, not figures across runs. Re-runs itself with hostenv.TUNABLE's
+malloc (huge pages, freed memory kept) for both sides; CSR_JAX_HUGEPAGES=0 to compare without.
 """
 
 import argparse

@@ -1,19 +1,12 @@
-"""Host memory setting for XLA:CPU: back malloc's large blocks with transparent huge pages.
+"""Host memory setting for XLA:CPU: huge pages for malloc, and freed blocks kept for the next step.
 
-XLA:CPU allocates each execution's temporaries with malloc (7.9 GB for a UCIP `middle` train
-step at batch 2). glibc serves such blocks with fresh mmaps, so every step touches millions of
-new 4 KiB pages: 5 such steps measured here (`/usr/bin/time`) took 8.6 M minor page faults and
-45 s of system time, about a third of the step time. glibc >= 2.35 advises its mmaps for
-transparent huge pages when `GLIBC_TUNABLES` has `glibc.malloc.hugetlb=1` (0.39 M faults,
-step 12-14 s -> 9 s on the same machine). glibc reads the tunable at process start, so it is
-opt-in: `launch/local_cpu.sh` exports it, and the speed benchmarks (which measure) re-execute
-themselves once with it. `CSR_JAX_HUGEPAGES=0` turns both off.
-
-Huge pages still fault in (and the kernel zeroes them) every step: a PromptCIR train step took
-~20k huge-page faults and 3-4 s of system time of its ~19 CPU-seconds. One arena, no mmaps and
-no trimming keep the freed temporaries in the heap for the next step (0 faults, 0.2 s of system
-time, step 10.3 -> 8.7 s, median of 8). The process keeps its peak heap, which a training job
-needs again every step anyway. Settings already in GLIBC_TUNABLES come last, so they win.
+XLA:CPU mallocs each step's temporaries afresh (7.9 GB for a UCIP `middle` step at batch 2), and
+glibc maps them freshly: 8.6 M page faults and 45 s of system time in 5 steps. Huge pages
+(`glibc.malloc.hugetlb=1`) cut that to 0.39 M (step 12-14 s -> 9 s); one arena, no mmaps and no
+trimming keep the freed blocks in the heap (a PromptCIR step: ~20k faults -> 0, 10.3 -> 8.7 s,
+medians of two back-to-back processes). glibc >= 2.35 reads it at process start, so it is opt-in:
+`launch/local_cpu.sh` and `make demo` export it, the speed benchmarks re-execute themselves once
+with it, and `CSR_JAX_HUGEPAGES=0` turns both off. Tunables the caller set come last and win.
 """
 
 import os
