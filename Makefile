@@ -11,7 +11,7 @@ setup:
 # demo wrote) into $(WORKDIR)/restored; prints the wall time, setup included. Huge-page malloc
 # that keeps freed temporaries (glibc >= 2.35; ignored elsewhere; csr_jax/hostenv.py) spares
 # XLA:CPU millions of page faults per step.
-demo: export GLIBC_TUNABLES := glibc.malloc.hugetlb=1:glibc.malloc.arena_max=2:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
+demo: export GLIBC_TUNABLES := glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 demo:
 	@start=$$(date +%s); \
 	bash scripts/setup.sh && \

@@ -2,17 +2,17 @@
 
 XLA:CPU mallocs each step's temporaries afresh (7.9 GB for a UCIP `middle` step at batch 2), and
 glibc maps them freshly: 8.6 M page faults and 45 s of system time in 5 steps. Huge pages
-(`glibc.malloc.hugetlb=1`) cut that to 0.39 M (step 12-14 s -> 9 s). Two arenas, no mmaps and no
-trimming keep most freed blocks in the heap: a PromptCIR step 10.2 -> 8.5 s, compile 52 -> 54 s
-(means of 3 back-to-back processes; one arena: 0 faults, but 9.1 s and a 59 s compile).
-glibc >= 2.35 reads it at process start, so it is opt-in (`launch/local_cpu.sh`, `make demo`; the
-benchmarks re-execute once with it; `CSR_JAX_HUGEPAGES=0`: off). The caller's tunables win.
+(`glibc.malloc.hugetlb=1`) cut that to 0.39 M (step 12-14 s -> 9 s); one arena, no mmaps and no
+trimming keep the freed blocks in the heap (a PromptCIR step: ~20k faults -> 0, 10.3 -> 8.7 s,
+medians of two back-to-back processes). glibc >= 2.35 reads it at process start, so it is opt-in:
+`launch/local_cpu.sh` and `make demo` export it, the speed benchmarks re-execute themselves once
+with it, and `CSR_JAX_HUGEPAGES=0` turns both off. Tunables the caller set come last and win.
 """
 
 import os
 import sys
 
-TUNABLE = ("glibc.malloc.hugetlb=1:glibc.malloc.arena_max=2:glibc.malloc.mmap_max=0:"
+TUNABLE = ("glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
            "glibc.malloc.trim_threshold=68719476736")
 
 

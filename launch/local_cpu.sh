@@ -16,6 +16,6 @@ fi
 # reads it, older ones ignore it; csr_jax/hostenv.py's TUNABLE, with the measurements). The
 # caller's own tunables come last and win. CSR_JAX_HUGEPAGES=0 leaves it off.
 if [[ "${CSR_JAX_HUGEPAGES:-1}" != 0 && "${GLIBC_TUNABLES:-}" != *glibc.malloc.hugetlb* ]]; then
-  export GLIBC_TUNABLES="glibc.malloc.hugetlb=1:glibc.malloc.arena_max=2:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736${GLIBC_TUNABLES:+:${GLIBC_TUNABLES}}"
+  export GLIBC_TUNABLES="glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736${GLIBC_TUNABLES:+:${GLIBC_TUNABLES}}"
 fi
 exec "${CSR_PYTHON:-.venv/bin/python}" -m csr_jax.main --config "$CONFIG" --workdir "$WORKDIR" "$@"

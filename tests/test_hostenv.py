@@ -30,8 +30,8 @@ def test_reexec_sets_the_tunable_and_keeps_argv():
   assert run({}) == f"{hostenv.TUNABLE} ['a b', '--flag=1']"
   # Other tunables are kept, after ours so that they win; an explicit setting or
   # CSR_JAX_HUGEPAGES=0 is left alone.
-  assert run({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}).startswith(
-      f"{hostenv.TUNABLE}:glibc.malloc.arena_max=4 ")
+  assert run({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}).startswith(
+      f"{hostenv.TUNABLE}:glibc.malloc.arena_max=2 ")
   assert run({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}).startswith("glibc.malloc.hugetlb=0 ")
   assert run({"CSR_JAX_HUGEPAGES": "0"}) == "['a b', '--flag=1']"
 
@@ -46,6 +46,6 @@ def test_local_cpu_launcher_exports_the_tunable(tmp_path):
       check=True, timeout=60).stdout.strip()
   args = "-m csr_jax.main --config configs/ucip.py:demo --workdir runs/x"
   assert launch({}) == f"{hostenv.TUNABLE}|cpu|{args}"
-  assert launch({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}).startswith(
-      f"{hostenv.TUNABLE}:glibc.malloc.arena_max=4|")
+  assert launch({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}).startswith(
+      f"{hostenv.TUNABLE}:glibc.malloc.arena_max=2|")
   assert launch({"CSR_JAX_HUGEPAGES": "0"}) == f"|cpu|{args}"
