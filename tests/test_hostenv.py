@@ -1,5 +1,6 @@
-"""Huge-page malloc is opt-in: launch/local_cpu.sh exports glibc's tunable, and the benchmarks
-re-run themselves once with it (csr_jax.hostenv); importing csr_jax changes nothing."""
+"""The malloc setting is opt-in: launch/local_cpu.sh and make demo export glibc's tunables, and
+the benchmarks re-run themselves once with them (csr_jax.hostenv); importing csr_jax changes
+nothing."""
 
 import os
 import subprocess
@@ -49,3 +50,11 @@ def test_local_cpu_launcher_exports_the_tunable(tmp_path):
   assert launch({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}).startswith(
       f"{hostenv.TUNABLE}:glibc.malloc.arena_max=2|")
   assert launch({"CSR_JAX_HUGEPAGES": "0"}) == f"|cpu|{args}"
+
+
+def test_make_demo_exports_the_same_tunable():
+  """The Makefile cannot import hostenv (no venv before setup), so its copy is checked here,
+  as make itself reads it (`make -pn` prints its database and runs nothing)."""
+  db = subprocess.run(["make", "-pn", "demo"], cwd=REPO, capture_output=True, text=True,
+                      timeout=60).stdout
+  assert f"demo: GLIBC_TUNABLES := {hostenv.TUNABLE}" in db.splitlines()
