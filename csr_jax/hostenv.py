@@ -3,8 +3,8 @@
 XLA:CPU mallocs each step's temporaries afresh (7.9 GB for a UCIP `middle` step at batch 2), and
 glibc maps them freshly: 8.6 M page faults and 45 s of system time in 5 steps. Huge pages
 (`glibc.malloc.hugetlb=1`) cut that to 0.39 M (step 12-14 s -> 9 s); one arena, no mmaps and no
-trimming keep the freed blocks in the heap (a PromptCIR step: ~20k faults -> 0, 10.3 -> 8.7 s,
-medians of two back-to-back processes). glibc >= 2.35 reads it at process start, so it is opt-in:
+trimming keep the freed blocks in the heap (a PromptCIR step: 10-20k faults -> 0, 10.2 -> 9.0 s,
+compile 52 -> 59 s; means of 3 rounds). glibc >= 2.35 reads it at process start, so it is opt-in:
 `launch/local_cpu.sh` and `make demo` export it, the speed benchmarks re-execute themselves once
 with it, and `CSR_JAX_HUGEPAGES=0` turns both off. Tunables the caller set come last and win.
 """
