@@ -37,6 +37,20 @@ def test_reexec_sets_the_tunable_and_keeps_argv():
   assert run({"CSR_JAX_HUGEPAGES": "0"}) == "['a b', '--flag=1']"
 
 
+LD_SO = "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+
+
+@pytest.mark.skipif(not (hostenv._glibc_supports_hugetlb() and os.path.exists(LD_SO)),
+                    reason="needs glibc >= 2.35 on x86-64 Linux")
+def test_glibc_takes_ours_and_lets_the_callers_later_value_win():
+  tunables = run({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}).split(" ")[0]
+  out = subprocess.run([LD_SO, "--list-tunables"], env=_env({"GLIBC_TUNABLES": tunables}),
+                       capture_output=True, text=True, check=True, timeout=60).stdout
+  seen = dict(line.split(": ")[0:2] for line in out.splitlines() if line.startswith("glibc.malloc"))
+  assert {k: seen[f"glibc.malloc.{k}"].split()[0] for k in ("hugetlb", "arena_max", "mmap_max")} \
+      == {"hugetlb": "0x1", "arena_max": "0x2", "mmap_max": "0"}
+
+
 def test_local_cpu_launcher_exports_the_tunable(tmp_path):
   fake = tmp_path / "python"  # stands in for the interpreter: prints what it was given
   fake.write_text('#!/bin/sh\necho "$GLIBC_TUNABLES|$JAX_PLATFORMS|$*"\n')
