@@ -42,19 +42,21 @@ def loader_rate(paths, *, batch, patch, workers, n_batches):
 def step_rate(paths, *, variant, batch, patch, n_steps, remat=False):
   import jax
   from configs import ucip
-  from csr_jax import optim, sharding, train
+  from csr_jax import optim, sharding, weights
   from csr_jax import step as step_lib
   from csr_jax.data import pipeline
   c = ucip.get_config(f"{variant},remat={int(remat)}")
   c.data.batch_size, c.data.patch_size = batch, patch
-  fam = train.family(c)
+  r = weights.ref_from_config(c)
   mesh = sharding.make_mesh()
-  graphdef, rest, params = train.build_model(c, mesh)
-  tx = optim.make(c.optim, params, c.total_steps)
-  state = jax.jit(lambda p: step_lib.init_state(p, tx, 0), out_shardings=sharding.replicated(mesh))(params)
-  fn = step_lib.make_train_step(graphdef, rest, train.make_forward(fam), train.make_loss(c, fam), tx,
-                                mesh, ema_decay=c.ema_decay)
-  host = pipeline.train_dataset(paths, patch=patch, scale=4, batch_size=batch, seed=0, keys=fam.keys)
+  graphdef, rest, abstract = weights.abstract(r)
+  tx = optim.make(c.optim, abstract, c.total_steps)
+  state = jax.jit(lambda p: step_lib.init_state(p, tx, 0), out_shardings=sharding.replicated(
+      mesh))(weights.init_params(r, 0))
+  fn = step_lib.make_train_step(r.spec, graphdef, rest, step_lib.make_loss(r.spec, c), tx, mesh,
+                                ema_decay=c.ema_decay)
+  host = pipeline.train_dataset(paths, patch=patch, scale=4, batch_size=batch, seed=0,
+                                task_ids=r.task_ids)
   batches = [sharding.global_batch(host[i], mesh) for i in range(n_steps + 1)]
   t = time.perf_counter()
   state, m = fn(state, batches[0])
@@ -82,14 +84,14 @@ def main():
   hostenv.reexec_with_hugepages()
   from csr_jax.data import source
   if a.data:
-    paths = source.find_shards(a.data)
+    paths = [p for ps in source.find_shards(a.data).values() for p in ps]
   else:
     from csr_jax import demo_data
     tmp = Path(tempfile.mkdtemp(prefix="loader_bench_"))
     kodak = demo_data.kodak_dir()
     demo_data.prepare(kodak, tmp / "shards", name="kodak", split="train", scale=4,
                       codec="jpeg:10,20,30,40", num_shards=2, workers=2)
-    paths = source.find_shards(str(tmp / "shards"), "kodak")
+    paths = source.find_shards(str(tmp / "shards"), "kodak")["kodak"]
   lrate = loader_rate(paths, batch=a.batch, patch=a.patch, workers=a.workers, n_batches=a.batches)
   print(f"loader: {lrate:.2f} batches/s ({a.workers} workers, batch {a.batch}, LR patch "
         f"{a.patch}, {len(source.TFRecordSource(paths))} records)", flush=True)

@@ -35,3 +35,17 @@ def test_bf16_quality_on_the_trained_workdir(trained_run):
   assert m, res.stdout
   f32, bf16, diff = map(float, m.groups())
   assert 10 < f32 < 60 and abs(bf16 - f32 - diff) < 1e-3 and abs(diff) < 0.5, res.stdout
+
+
+def test_loader_bench_on_the_trained_runs_shards(trained_run):
+  """The loader-vs-step benchmark on the main job's own train shards, by relative path: both
+  rates are printed from the real Grain pipeline and the real train step."""
+  rel = os.path.relpath(trained_run, REPO)
+  res = run_module(["benchmarks.loader_bench", "--data", f"{rel}/data/train", "--variant",
+                    "small", "--batch", "2", "--patch", "16", "--batches", "4", "--steps", "1",
+                    "--workers", "0"], REPO)
+  loader = re.search(r"loader: ([\d.]+) batches/s \(0 workers, batch 2, LR patch 16, (\d+) "
+                     r"records\)", res.stdout)
+  step = re.search(r"train step \(UCIP small\): ([\d.]+) batches/s", res.stdout)
+  assert loader and step, res.stdout
+  assert float(loader.group(1)) > 0 and int(loader.group(2)) == 4 and float(step.group(1)) > 0
