@@ -7,7 +7,7 @@ WORKDIR ?= runs/demo
 setup:
 	bash scripts/setup.sh
 
-# Train, evaluate and report (report.md), then restore the held-out photos (degraded JPEGs the
+# Train, evaluate and report (report.md), then restore the held-out photos (HEVC-degraded LR the
 # demo wrote) into $(WORKDIR)/restored; prints the wall time, setup included. Huge-page malloc
 # that keeps freed temporaries (glibc >= 2.35; ignored elsewhere; csr_jax/hostenv.py) spares
 # XLA:CPU millions of page faults per step.
@@ -16,7 +16,7 @@ demo:
 	@start=$$(date +%s); \
 	bash scripts/setup.sh && \
 	$(PY) -m csr_jax.main --config configs/ucip.py:demo --workdir $(WORKDIR) && \
-	$(PY) -m csr_jax.restore --checkpoint $(WORKDIR) --ema --codec jpeg \
+	$(PY) -m csr_jax.restore --checkpoint $(WORKDIR) --ema --codec hevc --self_ensemble \
 	    --input $(WORKDIR)/data/heldout_lr --output $(WORKDIR)/restored && \
 	echo "demo: done in $$(( $$(date +%s) - start )) s, setup included; see $(WORKDIR)/report.md"
 

@@ -49,7 +49,12 @@ def get_config(arg=None):
     # teach the official tail to reproduce colours, so the demo learns a correction instead.
     config_lib.shrink(c, variant="small", steps=600, patch=48, lr=2e-3,
                       overrides={"residual": "bicubic"})
-    c.eval.max_images = 0  # every held-out image: 6 Kodak photos x 2 JPEG qualities
+    # HEVC intra (the codec of HEIC photos) at QP 32/37, scored with the x8 self-ensemble (EDSR's
+    # "+" protocol; the report says so). 600 steps of this model gain +0.27 dB PSNR-Y over
+    # bicubic on JPEG q20/30 (+0.34 with x8) and +0.39 on HEVC (+0.48 with x8).
+    c.data.demo_codec = "hevc:32,37"
+    c.eval.ensemble = "x8"
+    c.eval.max_images = 0  # every held-out image: 6 Kodak photos x 2 QPs
 
   if a.remat:  # per-block rematerialisation: middle at batch 8 needs 4.3 GB, not 33 GB
     c.model.overrides = {**c.model.overrides, "remat": True}

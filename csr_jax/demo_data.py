@@ -17,6 +17,7 @@ from absl import logging
 from PIL import Image
 
 from csr_jax import paths
+from csr_jax.data import source
 
 REPO = paths.resolve(__file__).parent.parent
 # Colour photos only: grey textures (camera, grass, ...) taught a 500-step run to desaturate.
@@ -50,17 +51,18 @@ def link_kodak(names, out):
   return out
 
 
-def write_degraded(hr_dir, out, scale: int, quality: int = 35):
-  """The held-out photos as a user would bring them: downscaled (Pillow bicubic) and saved as
-  JPEG files, the input of the demo's closing `python -m csr_jax.restore`."""
+def write_heldout_inputs(eval_dir, out):
+  """The held-out photos as a user would bring them: each degraded LR of the prepared eval
+  records (the demo's codec at each quality) as a PNG `<photo>_<codec><quality>.png`, the input
+  of the demo's closing `python -m csr_jax.restore`; its outputs are the images the report
+  scores."""
   out.mkdir(parents=True, exist_ok=True)
-  for src in sorted(hr_dir.iterdir(), key=lambda p: p.name):
-    with Image.open(io.BytesIO(src.read_bytes())) as im:
-      small = im.convert("RGB").resize((im.width // scale, im.height // scale),
-                                       Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    small.save(buf, format="JPEG", quality=quality)
-    (out / f"{src.name.rsplit('.', 1)[0]}.jpg").write_bytes(buf.getvalue())
+  recs = source.TFRecordSource([p for ps in source.find_shards(eval_dir).values() for p in ps])
+  for i in range(len(recs)):
+    ex = source.decode(recs[i], keys=("lr",))
+    stem = ex["source"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    Image.fromarray(ex["lr"]).save(out / f"{stem}_{ex['codec']}{int(ex['quality'])}.png")
+  recs.close()
   return out
 
 
@@ -96,6 +98,6 @@ def setup(config, data_dir: str) -> None:
     hr_eval, name = write_photos(HELD_OUT, root / "hr_eval"), "heldout"
   evals = prepare(hr_eval, root / "eval", name=name, split=config.data.eval_split, scale=scale,
                   codec=codec)
-  write_degraded(hr_eval, root / "heldout_lr", scale)
+  write_heldout_inputs(evals, root / "heldout_lr")
   config.data.train_dir, config.data.train_name = str(train), "photos"
   config.data.eval_dir, config.data.eval_name = str(evals), name

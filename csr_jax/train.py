@@ -350,7 +350,9 @@ def write_report(config, workdir, r, run_eval, state, eval_sets) -> object:
   curves = workdir / "curves.png"
   extra = (f"Trained {config.total_steps} steps, global batch {d.batch_size}, LR patch "
            f"{d.patch_size}, on {jax.device_count()} {jax.default_backend()} device(s); "
-           f"evaluated with the {'EMA' if config.eval.get('use_ema', True) else 'raw'} params.")
+           f"evaluated with the {'EMA' if config.eval.get('use_ema', True) else 'raw'} params"
+           + (f" and the {run_eval.protocol.ensemble} ensemble (outputs of flipped / transposed "
+              "inputs averaged)." if run_eval.protocol.ensemble != "none" else "."))
   return report.write_report(
       workdir, table_md=res["table_md"], title=f"csr_jax: {config.model.name} {config.model.variant}",
       curves_png=curves if curves.exists() else None, grid_pngs=res["files"]["grids"], skipped=res["skipped"],

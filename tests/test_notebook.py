@@ -8,6 +8,7 @@ import shlex
 
 import nbformat
 from nbclient import NotebookClient
+from PIL import Image
 
 from tests.conftest import REPO, run_module
 
@@ -42,5 +43,13 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
   for argv in commands:
     assert argv[:2] == [".venv/bin/python", "-m"], argv
     run_module(argv[2:], tmp_path)
-  assert (tmp_path / "demo.pth").is_file() and os.listdir(tmp_path / "restored")
+  assert (tmp_path / "demo.pth").is_file()
+  # The held-out inputs are the eval records' degraded LR, one PNG per codec setting; restore
+  # wrote one x4 PNG for each.
+  held = sorted(os.listdir(workdir / "data" / "heldout_lr"))
+  assert len(held) == 12 and all(re.fullmatch(r"kodim\d\d_hevc(32|37)\.png", n) for n in held)
+  assert sorted(p for p in os.listdir(tmp_path / "restored") if p.endswith(".png")) == held
+  with Image.open(workdir / "data" / "heldout_lr" / held[0]) as lr, \
+       Image.open(tmp_path / "restored" / held[0]) as sr:
+    assert sr.size == (4 * lr.width, 4 * lr.height)
   assert (workdir / "benchmark" / "table.md").is_file()
