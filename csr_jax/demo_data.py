@@ -7,6 +7,7 @@ process: it imports torch) with the demo's codec grid, so the demo exercises the
 real runs.
 """
 
+import contextlib
 import io
 import os
 import subprocess
@@ -57,12 +58,12 @@ def write_heldout_inputs(eval_dir, out):
   of the demo's closing `python -m csr_jax.restore`; its outputs are the images the report
   scores."""
   out.mkdir(parents=True, exist_ok=True)
-  recs = source.TFRecordSource([p for ps in source.find_shards(eval_dir).values() for p in ps])
-  for i in range(len(recs)):
-    ex = source.decode(recs[i], keys=("lr",))
-    stem = ex["source"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    Image.fromarray(ex["lr"]).save(out / f"{stem}_{ex['codec']}{int(ex['quality'])}.png")
-  recs.close()
+  shards = [p for ps in source.find_shards(eval_dir).values() for p in ps]
+  with contextlib.closing(source.TFRecordSource(shards)) as recs:
+    for i in range(len(recs)):
+      ex = source.decode(recs[i], keys=("lr",))
+      stem = ex["source"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+      Image.fromarray(ex["lr"]).save(out / f"{stem}_{ex['codec']}{int(ex['quality'])}.png")
   return out
 
 
