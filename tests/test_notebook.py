@@ -2,14 +2,17 @@
 subprocess), with the demo shrunk through the notebook's CSR_DEMO_ARGS knob. Then the README's
 commands for the demo's output run on that output, as written, from the folder above it."""
 
+import csv
 import os
 import re
 import shlex
 
 import nbformat
+import numpy as np
 from nbclient import NotebookClient
 from PIL import Image
 
+from csr_jax import metrics
 from tests.conftest import REPO, run_module
 
 SHRINK = ("--config.total_steps=2 --config.log_every=1 --config.eval_every=2 "
@@ -53,3 +56,13 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch):
        Image.open(tmp_path / "restored" / held[0]) as sr:
     assert sr.size == (4 * lr.width, 4 * lr.height)
   assert (workdir / "benchmark" / "table.md").is_file()
+  # Same protocol (EMA, x8): each restored PNG is the image the benchmark scored.
+  with open(workdir / "benchmark" / "per_image.csv") as f:
+    scored = {(r["source"].rsplit(".", 1)[0], r["codec"] + r["quality"]): float(r["psnr_y"])
+              for r in csv.DictReader(f) if r["method"] == "model"}
+  assert len(scored) == 12
+  for name in held[:2]:
+    photo, setting = name[:-4].split("_")
+    sr = np.asarray(Image.open(tmp_path / "restored" / name))
+    hr = np.asarray(Image.open(workdir / "data" / "hr_eval" / f"{photo}.png").convert("RGB"))
+    assert metrics.psnr(sr, hr, crop_border=4, y_channel=True) == scored[photo, setting]
