@@ -79,7 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
-  c.ema_decay = 0.999
+  c.ema_decay = 0.999  # capped by the warm-up (1+t)/(10+t) (step.py): reached at t = 9/(1-d)-10
   c.loss = "l1"
   c.resume = ""  # a checkpoints dir or step dir of another run (state + data position)
   c.init_from = ""  # params only: a checkpoint (dir or step), a params-only dir or a .pth
