@@ -33,7 +33,6 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 from csr_jax.data import records
-from csr_jax.data import tasks
 from data_prep import grids
 from data_prep import codecs
 from data_prep import images

@@ -7,7 +7,6 @@ problem (missing, unexpected, mis-shaped key) is collected and reported in one e
 """
 
 import dataclasses
-import os
 import re
 from typing import Callable, Mapping
 

@@ -86,8 +86,9 @@ def read_csv(path) -> dict[str, list[tuple[int, float]]]:
   return out
 
 
-def plot_curves(workdir, loss_key: str = "train/loss", val_key: str = "val/psnr_y"):
-  """curves.png: training loss and the validation metric against steps (matplotlib Agg)."""
+def plot_curves(workdir, loss_key: str = "train/loss_mean", val_key: str = "val/psnr_y"):
+  """curves.png: training loss (by default its mean between log steps, as one batch's loss is
+  noisy) and the validation metric against steps (matplotlib Agg)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -95,7 +96,7 @@ def plot_curves(workdir, loss_key: str = "train/loss", val_key: str = "val/psnr_
   series = read_csv(workdir / "metrics.csv")
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
   label = f"validation {val_key.split('/')[-1]}"
-  for ax, key, ylabel in ((axes[0], loss_key, "train loss"), (axes[1], val_key, label)):
+  for ax, key, ylabel in ((axes[0], loss_key, f"train {loss_key.split('/')[-1]}"), (axes[1], val_key, label)):
     pts = dict(series.get(key, []))  # a resumed run may log a step twice; keep the last value
     if pts:
       ax.plot(list(pts), list(pts.values()), marker="o" if len(pts) < 30 else None)

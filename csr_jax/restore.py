@@ -533,17 +533,6 @@ def restore_files(restorer: Restorer, base, files, output, *, skip_existing: boo
   return rows
 
 
-def restore_folder(input, output, *, skip_existing: bool = False, progress: bool = True,
-                   **build_kw) -> list[dict]:
-  """The CLI as a function: `build(**build_kw)`, then every image of `input` (file, folder or
-  glob) into `output`; returns the restore.csv rows."""
-  base, files = collect(input, output)
-  if not files:
-    raise FileNotFoundError(f"--input {input}: no images found")
-  return restore_files(build(**build_kw), base, files, output, skip_existing=skip_existing,
-                       progress=progress)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")

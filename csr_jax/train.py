@@ -210,7 +210,7 @@ def train_and_evaluate(config, workdir, hooks=None) -> tuple[dict, dict]:
   sched = optim.schedule(config.optim, total)
   cfg_json = checkpoint.config_json(config)
   cfg_json["model"]["task_ids"] = None if r.task_ids is None else dict(r.task_ids)
-  last_eval, finite, data_iter = {}, [], None
+  last_eval, finite, losses, data_iter = {}, [], [], None
   stopper = EarlyStop(config.eval.get("patience", 1)) if (
       run_eval is not None and config.eval.get("stop_when_worse", False)) else None
   try:
@@ -245,6 +245,7 @@ def train_and_evaluate(config, workdir, hooks=None) -> tuple[dict, dict]:
         hooks.after_batch(step, host_batch)
       state, metrics = train_step(state, sharding.global_batch(host_batch, mesh))
       finite.append(metrics["finite"])  # checked without a per-step host sync
+      losses.append(metrics["loss"])
       if step == start + 1:
         logger.start(step)
       is_last = step == total
@@ -258,7 +259,8 @@ def train_and_evaluate(config, workdir, hooks=None) -> tuple[dict, dict]:
               f"non-finite loss or gradient between steps {step - len(finite) + 1} and {step} "
               f"(last: loss {m['loss']}, gradient norm {m['grad_norm']}); "
               f"the state was not updated and the last checkpoint ({ckpt.latest_step()}) is kept")
-        finite = []
+        m["loss_mean"] = float(np.mean(jax.device_get(losses)))  # since the last log: the curve
+        finite, losses = [], []
         m["lr"] = float(sched(step - 1))
         logger.write(step, m)
         logger.console(step, m)

@@ -58,11 +58,6 @@ def examples(source: str, scale: int, hr: np.ndarray, clean: np.ndarray, degrade
   return out
 
 
-def _open(path, mode: str):
-  """Builtin open on local files (as before), epath's on URLs."""
-  return paths.resolve(path).open(mode) if paths.is_url(path) else open(path, mode)
-
-
 def write_json(path, obj, tag=None) -> None:
   """JSON to `path`: locally fsync'd temp file + rename, on URLs one whole-object write."""
   text = json.dumps(obj, indent=1, sort_keys=True)

@@ -8,7 +8,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
