@@ -95,8 +95,8 @@ def plot_curves(workdir, loss_key: str = "train/loss_mean", val_key: str = "val/
   workdir = paths.resolve(workdir)
   series = read_csv(workdir / "metrics.csv")
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-  label = f"validation {val_key.split('/')[-1]}"
-  for ax, key, ylabel in ((axes[0], loss_key, f"train {loss_key.split('/')[-1]}"), (axes[1], val_key, label)):
+  labels = (f"train {loss_key.split('/')[-1]}", f"validation {val_key.split('/')[-1]}")
+  for ax, key, ylabel in zip(axes, (loss_key, val_key), labels):
     pts = dict(series.get(key, []))  # a resumed run may log a step twice; keep the last value
     if pts:
       ax.plot(list(pts), list(pts.values()), marker="o" if len(pts) < 30 else None)

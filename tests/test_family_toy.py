@@ -55,3 +55,24 @@ def test_toy_family_trains_resumes_evaluates_benchmarks_and_converts(tmp_path):
   b, _ = checkpoint.read_params(cwd / "run")
   assert meta["task_ids"] == {"jpeg": 0, "webp": 1}
   assert all(np.array_equal(a[k], b[k]) for k in b)
+
+
+def test_loss_mean_is_the_mean_of_the_steps_since_the_last_log(tmp_path):
+  """train/loss_mean (what curves.png plots) against the per-step losses of the same run logged
+  at every step: the run is deterministic, so logging every 3rd step must average steps 2-3."""
+  from csr_jax import train
+  write_shards(tmp_path / "train", kodak_crops(("kodim01", "kodim05"), 48), codec="jpeg:30",
+               scale=2, name="toy", split="train")
+  logged = {}
+  for every in (1, 3):
+    c = toy_family.get_config("tiny,steps=4")
+    c.data.train_dir, c.log_every, c.checkpoint_every = str(tmp_path / "train"), every, 4
+    train.train_and_evaluate(c, str(tmp_path / f"run{every}"))
+    with open(tmp_path / f"run{every}" / "metrics.csv") as f:
+      logged[every] = {(int(r["step"]), r["name"]): float(r["value"]) for r in csv.DictReader(f)}
+  per_step = [logged[1][s, "train/loss"] for s in range(1, 5)]
+  assert [logged[1][s, "train/loss_mean"] for s in range(1, 5)] == per_step
+  assert {s for s, name in logged[3] if name == "train/loss_mean"} == {1, 3, 4}
+  assert per_step[1] != per_step[2]  # so the mean differs from either step's loss
+  np.testing.assert_allclose(logged[3][3, "train/loss_mean"], np.mean(per_step[1:3]), rtol=1e-6)
+  assert logged[3][4, "train/loss_mean"] == per_step[3]
